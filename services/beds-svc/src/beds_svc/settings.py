@@ -1,0 +1,14 @@
+"""Settings of beds-svc, read from ``BEDS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from ght_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="BEDS_")
+
+    service_name: str = "beds-svc"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/beds"

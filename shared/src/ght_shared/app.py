@@ -1,0 +1,201 @@
+"""The application builder every service and the gateway use.
+
+It wires the mechanics once (settings, database, NATS, token verifier,
+problem+json errors, request context, health, metrics, outbox relay,
+consumers) so that a service's ``main.py`` only names its own parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ght_shared import health
+from ght_shared.auth import TokenVerifier
+from ght_shared.consumer import Consumer, ConsumerSpec
+from ght_shared.context import child_traceparent, request_id_var, traceparent_var
+from ght_shared.db import Database
+from ght_shared.errors import install_error_handlers
+from ght_shared.logs import configure_logging
+from ght_shared.messaging import NatsConnection
+from ght_shared.metrics import ServiceMetrics, install_metrics, route_label
+from ght_shared.outbox import OutboxRelay
+from ght_shared.settings import ServiceSettings
+from ght_shared.streams import STREAMS, ensure_stream
+
+_log = logging.getLogger(__name__)
+_SAFE_REQUEST_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+@dataclass(frozen=True)
+class ServiceParts:
+    """What a service brings to the builder."""
+
+    title: str
+    description: str = ""
+    routers: Sequence[APIRouter] = ()
+    owned_streams: Sequence[str] = ()
+    consumers: Sequence[ConsumerSpec] = ()
+    version: str = "0.1.0"
+    extra_tags: Sequence[dict[str, str]] = field(default_factory=tuple)
+
+
+@dataclass
+class Runtime:
+    """The process's long-lived resources, reachable as ``app.state.runtime``."""
+
+    settings: ServiceSettings
+    database: Database
+    nats: NatsConnection
+    metrics: ServiceMetrics
+    relay: OutboxRelay
+    consumers: list[Consumer]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    provisioning: asyncio.Task[None] | None = None
+
+
+class RequestContextMiddleware:
+    """Request id and trace context for every request (pure ASGI: no body buffering)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = (
+            incoming
+            if incoming and len(incoming) <= 128 and set(incoming) <= _SAFE_REQUEST_ID
+            else uuid.uuid4().hex
+        )
+        traceparent = child_traceparent(headers.get(b"traceparent", b"").decode("latin-1"))
+        rid_token = request_id_var.set(request_id)
+        tp_token = traceparent_var.set(traceparent)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"].append((b"x-request-id", request_id.encode()))
+                message["headers"].append((b"traceparent", traceparent.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_label(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.request_seconds.labels(scope["method"], route).observe(elapsed)
+            _log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(rid_token)
+            traceparent_var.reset(tp_token)
+
+
+def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAPI:
+    """Build the FastAPI app of one deployable from its settings and its parts."""
+    configure_logging(settings.service_name, settings.log_level)
+    metrics = ServiceMetrics(settings.service_name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await _start(app, settings, parts, metrics)
+        try:
+            yield
+        finally:
+            await _stop(runtime)
+
+    app = FastAPI(
+        title=parts.title,
+        description=parts.description,
+        version=parts.version,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.token_verifier = TokenVerifier(settings)
+    install_error_handlers(app)
+    install_metrics(app, metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(health.router)
+    for router in parts.routers:
+        app.include_router(router)
+    return app
+
+
+async def _start(
+    app: FastAPI, settings: ServiceSettings, parts: ServiceParts, metrics: ServiceMetrics
+) -> Runtime:
+    database = Database(settings)
+    nats = NatsConnection(settings.nats_url, settings.service_name, settings.nats_connect_timeout_s)
+    nats.start()
+    relay = OutboxRelay(settings, nats, metrics)
+    consumers = [Consumer(spec, settings, database, nats, metrics) for spec in parts.consumers]
+    runtime = Runtime(settings, database, nats, metrics, relay, consumers)
+    app.state.database = database
+    app.state.nats = nats
+    app.state.runtime = runtime
+    runtime.provisioning = asyncio.create_task(_provision(settings, nats, parts.owned_streams))
+    runtime.tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+    for consumer in consumers:
+        runtime.tasks.append(asyncio.create_task(consumer.run(), name=consumer.spec.durable))
+    _log.info("started", extra={"streams": list(parts.owned_streams)})
+    return runtime
+
+
+async def _provision(settings: ServiceSettings, nats: NatsConnection, streams: Sequence[str]) -> None:
+    await nats.wait_connected()
+    while True:
+        try:
+            for name in streams:
+                await ensure_stream(
+                    nats.jetstream,
+                    STREAMS[name],
+                    replicas=settings.stream_replicas,
+                    duplicate_window_s=settings.stream_duplicate_window_s,
+                )
+            return
+        except Exception as exc:
+            _log.warning("stream provisioning failed, retrying: %s", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _stop(runtime: Runtime, grace_s: float = 10.0) -> None:
+    """Drain in order: consumers finish their batch, the relay its publish, then close pools."""
+    if runtime.provisioning is not None:
+        runtime.provisioning.cancel()
+    for consumer in runtime.consumers:
+        consumer.stop()
+    runtime.relay.stop()
+    _, pending = await asyncio.wait(runtime.tasks, timeout=grace_s) if runtime.tasks else ((), ())
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+    await runtime.nats.close()
+    await runtime.database.dispose()
+    _log.info("stopped")

@@ -1,0 +1,195 @@
+"""Verification of the gateway's tokens and the authorisation checks every service repeats.
+
+Asymmetric algorithms only, from an allow-list; ``kid`` selects among the keys
+of the configured JWKS (or one static public key), never a key named by the
+token itself (RFC 8725). ``exp``, ``nbf``, ``iss`` and ``aud`` are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from jwt import PyJWK
+from pydantic import BaseModel, ConfigDict, Field
+
+from ght_shared.errors import Forbidden, ServiceUnavailable, Unauthenticated
+from ght_shared.settings import ServiceSettings
+
+ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
+TERRITORY = "*"
+
+
+class Principal(BaseModel):
+    """Who is calling, from a verified token."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sub: str
+    roles: tuple[str, ...] = ()
+    establishments: tuple[str, ...] = ()
+    scope: str = ""
+    token_id: str | None = Field(default=None, alias="jti")
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self.scope.split())
+
+    @property
+    def is_territorial(self) -> bool:
+        return TERRITORY in self.establishments
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def may_act_for(self, establishment: str) -> bool:
+        """True when the principal may act for this establishment (FINESS)."""
+        return self.is_territorial or establishment in self.establishments
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against a static key or a cached JWKS."""
+
+    def __init__(self, settings: ServiceSettings, http: httpx.AsyncClient | None = None) -> None:
+        unknown = set(settings.jwt_algorithms) - ASYMMETRIC_ALGORITHMS
+        if unknown:
+            raise ValueError(f"only asymmetric JWT algorithms are allowed, not {sorted(unknown)}")
+        self.algorithms = list(settings.jwt_algorithms)
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway_s
+        self.jwks_url = settings.jwt_jwks_url
+        self.cache_ttl = settings.jwks_cache_ttl_s
+        self._static_key = settings.jwt_public_key
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = 0.0
+        self._refresh_lock = asyncio.Lock()
+        self._http = http
+
+    async def verify(self, token: str) -> Principal:
+        """Return the principal of a valid token; raise :class:`Unauthenticated` otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("Malformed token.") from exc
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise Unauthenticated(f"Token algorithm {alg!r} is not accepted.")
+        key = await self._key_for(header.get("kid"), alg)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("Token expired.") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthenticated("Token not yet valid.") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated("Token audience is not accepted.") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthenticated("Token issuer is not accepted.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"Invalid token: {exc}.") from exc
+        return Principal.model_validate(claims)
+
+    async def _key_for(self, kid: str | None, alg: str) -> Any:
+        if self._static_key is not None:
+            return jwt.algorithms.get_default_algorithms()[alg].prepare_key(self._static_key)
+        if not kid:
+            raise Unauthenticated("Token has no key id (kid).")
+        key = await self._jwk(kid)
+        if key.algorithm_name != alg:
+            raise Unauthenticated("Token algorithm does not match its key.")
+        return key.key
+
+    async def _jwk(self, kid: str) -> PyJWK:
+        if kid not in self._keys or self._keys_age() > self.cache_ttl:
+            async with self._refresh_lock:
+                # An unknown kid may be a freshly rotated key, so refetch, but not more
+                # than every few seconds: forged kids must not hammer the issuer.
+                stale = kid not in self._keys or self._keys_age() > self.cache_ttl
+                if stale and self._keys_age() > 5.0:
+                    await self._fetch_jwks()
+        if kid not in self._keys:
+            raise Unauthenticated("Token signed by an unknown key.")
+        return self._keys[kid]
+
+    def _keys_age(self) -> float:
+        return time.monotonic() - self._fetched_at if self._fetched_at else float("inf")
+
+    async def _fetch_jwks(self) -> None:
+        if not self.jwks_url:
+            raise ServiceUnavailable("No JWKS URL or public key is configured.")
+        client = self._http or httpx.AsyncClient(timeout=3.0)
+        try:
+            response = await client.get(self.jwks_url)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if self._keys:
+                return  # keep serving with the keys we have
+            raise ServiceUnavailable("The token issuer's keys cannot be fetched.") from exc
+        finally:
+            if self._http is None:
+                await client.aclose()
+        keys: dict[str, PyJWK] = {}
+        for jwk in document.get("keys", []):
+            try:
+                parsed = PyJWK(jwk)
+            except jwt.PyJWTError:
+                continue
+            if jwk.get("kid") and parsed.algorithm_name in ASYMMETRIC_ALGORITHMS:
+                keys[jwk["kid"]] = parsed
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+
+def _verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return verifier
+
+
+async def current_principal(request: Request) -> Principal:
+    """The caller, from the ``Authorization: Bearer`` header; 401 when absent or invalid."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("A bearer token is required.")
+    principal = await _verifier(request).verify(token.strip())
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets through only principals holding ``scope`` (403 otherwise)."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if not principal.has_scope(scope):
+            raise Forbidden(f"This action needs the scope {scope!r}.", required_scope=scope)
+        return principal
+
+    check.__name__ = f"require_scope_{scope.replace(':', '_')}"
+    return check
+
+
+def ensure_establishment(principal: Principal, establishment: str) -> None:
+    """Refuse (403) an action on an establishment the principal does not act for."""
+    if not principal.may_act_for(establishment):
+        raise Forbidden(
+            f"Not allowed to act for establishment {establishment}.",
+            establishment=establishment,
+        )

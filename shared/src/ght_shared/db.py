@@ -1,0 +1,73 @@
+"""Async SQLAlchemy engine and one session per request or message.
+
+The session is committed at the edge (end of the request or of the message
+handler); domain code only adds and ``flush()``-es. Pools stay small: every
+process of the platform shares one PostgreSQL ``max_connections``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from ght_shared.settings import ServiceSettings
+from ght_shared.urls import asyncpg_url
+
+
+class Database:
+    """The engine and session factory of one service."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            asyncpg_url(settings.database_url),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=settings.db_connect_timeout_s,
+            connect_args={
+                "timeout": settings.db_connect_timeout_s,
+                "command_timeout": settings.db_statement_timeout_ms / 1000 or None,
+                "server_settings": {"application_name": settings.service_name},
+            },
+        )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose work is committed on success and rolled back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def database_of(request: Request) -> Database:
+    db: Database = request.app.state.database
+    return db
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # Committed when the endpoint returns, before the response is sent, so a 2xx
+    # always means the change (and its outbox events) is durable.
+    async with database_of(request).transaction() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+"""The request's session; inject it into endpoints as ``session: SessionDep``."""

@@ -1,0 +1,211 @@
+"""One error root and its RFC 9457 ``application/problem+json`` rendering.
+
+Domain code raises subclasses of :class:`DomainError` (nouns of what went
+wrong, each with an HTTP status and a stable ``code``); the handlers installed
+by :func:`install_error_handlers` render them, request validation failures and
+an unavailable database the same way, so a client always reads one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import asyncpg
+import asyncpg.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ght_shared.context import request_id_var
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Root of every error a service reports to its caller."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Unauthenticated(DomainError):
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class ServiceUnavailable(DomainError):
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build a problem+json response; ``code`` is the stable machine-readable reason."""
+    body: dict[str, Any] = {
+        "type": f"urn:ght:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    # FastAPI prefixes the location with where the value came from (body, query...).
+    parts = [str(p) for p in loc]
+    return ".".join(parts[1:]) if len(parts) > 1 else ".".join(parts)
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Turn pydantic errors into ``{field, rule, message}`` entries a person can act on."""
+    out = []
+    for err in errors:
+        loc = err.get("loc", ())
+        out.append(
+            {
+                "field": _field_path(loc),
+                "in": str(loc[0]) if loc else "body",
+                "rule": err.get("type", "invalid"),
+                "message": err.get("msg", "invalid value"),
+            }
+        )
+    return out
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem(exc.status, exc.code, exc.title, exc.detail, headers=headers, **exc.extra)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    fields = ", ".join(sorted({e["field"] for e in errors})) or "request"
+    return problem(
+        422,
+        "validation_failed",
+        "Invalid request",
+        f"Invalid value for: {fields}",
+        errors=errors,
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    return problem(
+        exc.status_code,
+        code,
+        str(exc.detail) if exc.status_code != 404 else "Not found",
+        str(exc.detail),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    _log.warning("database unavailable: %s", exc.__class__.__name__)
+    return problem(
+        503,
+        "database_unavailable",
+        "Service unavailable",
+        "The service's database cannot be reached; retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _db_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or _is_connection_error(exc):
+        return await _database_unavailable(request, exc)
+    raise exc
+
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) says the database cannot be reached."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, _CONNECTION_ERRORS):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    if _is_connection_error(exc):
+        return await _database_unavailable(_, exc)
+    _log.exception("unhandled error")
+    return problem(500, "internal_error", "Internal error", "An unexpected error occurred.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error of ``app`` as problem+json."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _db_error)
+    # Raised raw by the driver when the server is down before SQLAlchemy can wrap them.
+    for exc_class in _CONNECTION_ERRORS:
+        app.add_exception_handler(exc_class, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)
