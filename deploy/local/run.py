@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import io
 import os
 import signal
 import subprocess
@@ -163,11 +164,33 @@ def check_ports(config: RunConfig) -> None:
             raise RunError(f"{owner} and {owners[port]} are both configured on port {port}")
         owners[port] = owner
     for owner, port in config.wanted_ports():
-        if port_in_use(port, HOST):
+        if not port_in_use(port, HOST):
+            continue
+        leftover = _leftover_server_pid(config, owner)
+        if leftover is not None:
             raise RunError(
-                f"port {port} needed by {owner} is already in use "
-                f"(a previous run still going? set {_port_variable(owner)} to use another port)"
+                f"port {port} needed by {owner} is taken by the {owner} an earlier run left "
+                f"running on {config.data_dir} (pid {leftover}): stop it with kill -INT {leftover}"
             )
+        raise RunError(
+            f"port {port} needed by {owner} is already in use "
+            f"(a previous run still going? set {_port_variable(owner)} to use another port)"
+        )
+
+
+def _leftover_server_pid(config: RunConfig, owner: str) -> int | None:
+    """The pid of a server still running on our data after its runner was killed, if any."""
+    pid_files = {
+        "PostgreSQL": config.data_dir / "postgres" / "postmaster.pid",
+        "NATS": config.data_dir / "nats" / "nats-server.pid",
+    }
+    if owner not in pid_files:
+        return None
+    try:
+        pid = int(pid_files[owner].read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 def _port_variable(owner: str) -> str:
@@ -219,7 +242,7 @@ def create_external_databases(server_url: str, names: Iterable[str]) -> list[str
 
     try:
         return asyncio.run(create())
-    except (OSError, asyncpg.PostgresError) as error:
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise RunError(f"PostgreSQL at {_without_password(dsn)}: {error}") from error
 
 
@@ -243,76 +266,88 @@ def _die_with_runner() -> Callable[[], None]:
 
 
 @dataclass
+class LoggedProcess:
+    """A child process of the runner, in its own session, writing to a log file."""
+
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    log_offset: int
+
+    @classmethod
+    def start(
+        cls, args: Sequence[str], env: Mapping[str, str], cwd: Path, log_file: Path, title: str
+    ) -> LoggedProcess:
+        """Start ``args``, appending its output to ``log_file`` after a ``title`` header."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {title}\n".encode())
+            offset = os.lseek(fd, 0, os.SEEK_END)
+            process = subprocess.Popen(
+                list(args),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the runner only: it stops them in order
+                preexec_fn=_die_with_runner(),
+            )
+        finally:
+            os.close(fd)
+        return cls(process, log_file, offset)
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while it runs, its exit code (negative: killed by a signal) once it exited."""
+        return self.process.poll()
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Signal the process's whole group (it leads its own session)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines it logged (this run only, not the earlier runs in the same file)."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self.log_offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        kept = text.rstrip().splitlines()[-lines:]
+        return "\n".join(kept) if kept else "(log is empty)"
+
+    def describe_failure(self, name: str, what: str) -> str:
+        return f"{name} {what}; last lines of {self.log_file}:\n{self.log_tail()}"
+
+
+@dataclass
 class Child:
-    """A running component: its process and its log."""
+    """A running component: what it is, its port, its process."""
 
     component: Component
     port: int
-    log_file: Path
-    process: subprocess.Popen[bytes]
+    run: LoggedProcess
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return _tail(self.log_file, lines)
 
-    def signal(self, signum: signal.Signals) -> None:
-        """Signal the child's whole process group (it leads its own session)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    kept = text.rstrip().splitlines()[-lines:]
-    return "\n".join(kept) if kept else "(log is empty)"
-
-
-def _open_log(path: Path, title: str) -> int:
-    """Open ``path`` for appending, write a header line, return its file descriptor."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.write(fd, f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {title}\n".encode())
-    return fd
-
-
-def _spawn(
-    args: Sequence[str], env: Mapping[str, str], cwd: Path, log_file: Path, title: str
-) -> subprocess.Popen[bytes]:
-    fd = _open_log(log_file, title)
-    try:
-        return subprocess.Popen(
-            list(args),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the runner only: it stops them in order
-            preexec_fn=_die_with_runner(),
-        )
-    finally:
-        os.close(fd)
-
-
-def _stop_children(children: Sequence[Child]) -> None:
-    """SIGTERM ``children`` together, wait up to STOP_TIMEOUT_S, then SIGKILL stragglers."""
-    for child in children:
-        child.signal(signal.SIGTERM)
+def _stop_all(processes: Sequence[tuple[str, LoggedProcess]]) -> None:
+    """SIGTERM ``processes`` together, wait up to STOP_TIMEOUT_S, then SIGKILL stragglers."""
+    for _name, process in processes:
+        process.signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    for child in children:
+    for name, process in processes:
         try:
-            child.process.wait(max(0.0, deadline - time.monotonic()))
+            process.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            print(f"  {child.component.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it")
-            child.signal(signal.SIGKILL)
-            child.process.wait()
+            print(f"  {name} did not stop in {STOP_TIMEOUT_S:.0f} s: killing it")
+            process.signal(signal.SIGKILL)
+            process.process.wait()
 
 
 def _is_ready(url: str) -> bool:
@@ -407,30 +442,36 @@ class Stack:
     def migrate(self) -> None:
         """Run ``alembic upgrade head`` for every component, in parallel; RunError on failure."""
         print("migrating databases ...")
-        running = []
-        for component in COMPONENTS:
-            project_dir = REPO_ROOT / component.project_dir
-            args = [str(VENV_BIN / "alembic"), "-c", str(project_dir / "alembic.ini")]
-            log_file = self.config.log_file(component.name)
-            process = _spawn(
-                [*args, "upgrade", "head"],
-                self.component_env(component),
-                project_dir,
-                log_file,
-                "alembic upgrade head",
-            )
-            running.append((component, log_file, process))
-        for component, log_file, process in running:
-            try:
-                code = process.wait(MIGRATION_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-            if code != 0:
-                raise RunError(
-                    f"migrating {component.name} failed (exit code {code}); "
-                    f"last lines of {log_file}:\n{_tail(log_file, LOG_TAIL_LINES)}"
-                )
+        running = [(component.name, self._start_migration(component)) for component in COMPONENTS]
+        try:
+            for name, migration in running:
+                try:
+                    migration.process.wait(MIGRATION_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    raise RunError(
+                        migration.describe_failure(
+                            f"migrating {name}", f"took over {MIGRATION_TIMEOUT_S:.0f} s"
+                        )
+                    ) from None
+                if migration.exit_code != 0:
+                    raise RunError(
+                        migration.describe_failure(
+                            f"migrating {name}", f"failed (exit code {migration.exit_code})"
+                        )
+                    )
+        finally:
+            _stop_all(running)  # only those still running, after a failure or a Ctrl-C
+
+    def _start_migration(self, component: Component) -> LoggedProcess:
+        project_dir = REPO_ROOT / component.project_dir
+        args = [str(VENV_BIN / "alembic"), "-c", str(project_dir / "alembic.ini")]
+        return LoggedProcess.start(
+            [*args, "upgrade", "head"],
+            self.component_env(component),
+            project_dir,
+            self.config.log_file(component.name),
+            "alembic upgrade head",
+        )
 
     def start_components(self) -> None:
         """Start the services, then the gateway, each with uvicorn on its port."""
@@ -446,10 +487,14 @@ class Stack:
                 str(port),
                 "--no-access-log",
             ]
-            log_file = self.config.log_file(component.name)
-            project_dir = REPO_ROOT / component.project_dir
-            process = _spawn(args, self.component_env(component), project_dir, log_file, "uvicorn")
-            self.children.append(Child(component, port, log_file, process))
+            process = LoggedProcess.start(
+                args,
+                self.component_env(component),
+                REPO_ROOT / component.project_dir,
+                self.config.log_file(component.name),
+                "uvicorn",
+            )
+            self.children.append(Child(component, port, process))
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait until every component answers ``/health/ready`` with 200; RunError otherwise."""
@@ -458,8 +503,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         while pending:
             for child in list(pending):
-                if child.process.poll() is not None:
-                    raise self._failure(child, f"exited with code {child.process.returncode}")
+                if child.run.exit_code is not None:
+                    raise self._failure(child, f"exited with code {child.run.exit_code}")
                 if _is_ready(child.url):
                     pending.remove(child)
             if pending and time.monotonic() > deadline:
@@ -470,9 +515,9 @@ class Stack:
         """Return when a child or a local server dies unexpectedly, raising RunError."""
         while True:
             for child in self.children:
-                if child.process.poll() is not None:
+                if child.run.exit_code is not None:
                     raise self._failure(
-                        child, f"stopped unexpectedly (exit code {child.process.returncode})"
+                        child, f"stopped unexpectedly (exit code {child.run.exit_code})"
                     )
             for server in (self.postgres, self.nats):
                 if server is not None and not server.running:
@@ -488,8 +533,8 @@ class Stack:
         services = [child for child in self.children if child.component is not GATEWAY]
         if self.children:
             print("stopping ...")
-        _stop_children(gateway)
-        _stop_children(services)
+        _stop_all([(child.component.name, child.run) for child in gateway])
+        _stop_all([(child.component.name, child.run) for child in services])
         self.children.clear()
         if self.nats is not None:
             self.nats.stop(STOP_TIMEOUT_S)
@@ -498,9 +543,7 @@ class Stack:
 
     @staticmethod
     def _failure(child: Child, what: str) -> RunError:
-        return RunError(
-            f"{child.component.name} {what}; last lines of {child.log_file}:\n{child.log_tail()}"
-        )
+        return RunError(child.run.describe_failure(child.component.name, what))
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -603,6 +646,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the platform; return the process exit code."""
     args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up live when piped too
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _request_stop)
     try:

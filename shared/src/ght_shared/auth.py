@@ -68,6 +68,7 @@ class TokenVerifier:
         self._static_key = settings.jwt_public_key
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at = 0.0
+        self._attempted_at = 0.0
         self._refresh_lock = asyncio.Lock()
         self._http = http
 
@@ -105,7 +106,10 @@ class TokenVerifier:
 
     async def _key_for(self, kid: str | None, alg: str) -> Any:
         if self._static_key is not None:
-            return jwt.algorithms.get_default_algorithms()[alg].prepare_key(self._static_key)
+            try:
+                return jwt.algorithms.get_default_algorithms()[alg].prepare_key(self._static_key)
+            except jwt.PyJWTError as exc:  # e.g. an RS256 header against an Ed25519 key
+                raise Unauthenticated("Token algorithm does not match its key.") from exc
         if not kid:
             raise Unauthenticated("Token has no key id (kid).")
         key = await self._jwk(kid)
@@ -117,9 +121,11 @@ class TokenVerifier:
         if kid not in self._keys or self._keys_age() > self.cache_ttl:
             async with self._refresh_lock:
                 # An unknown kid may be a freshly rotated key, so refetch, but not more
-                # than every few seconds: forged kids must not hammer the issuer.
+                # than every few seconds: forged kids must not hammer the issuer, and
+                # an issuer outage must not cost every request a failed fetch.
                 stale = kid not in self._keys or self._keys_age() > self.cache_ttl
-                if stale and self._keys_age() > 5.0:
+                since_attempt = time.monotonic() - self._attempted_at
+                if stale and (not self._fetched_at or since_attempt > 5.0):
                     await self._fetch_jwks()
         if kid not in self._keys:
             raise Unauthenticated("Token signed by an unknown key.")
@@ -131,6 +137,7 @@ class TokenVerifier:
     async def _fetch_jwks(self) -> None:
         if not self.jwks_url:
             raise ServiceUnavailable("No JWKS URL or public key is configured.")
+        self._attempted_at = time.monotonic()
         client = self._http or httpx.AsyncClient(timeout=3.0)
         try:
             response = await client.get(self.jwks_url)

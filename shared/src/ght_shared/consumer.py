@@ -111,14 +111,18 @@ class Consumer:
                 if subscription is None:
                     subscription = await self._subscribe()
                 try:
-                    messages = await subscription.fetch(self.settings.consumer_batch_size, timeout=1.0)
+                    messages = await subscription.fetch(self.settings.consumer_batch_size, 1.0)
                 except NatsTimeoutError:
                     continue  # no message: not an error
                 await self._handle_batch(messages)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.warning("consumer %s: %s; retrying", self.spec.durable, exc)
+                _log.warning("consumer %s: %s; resubscribing", self.spec.durable, exc)
+                if subscription is not None:
+                    with suppress(Exception):
+                        await subscription.unsubscribe()
+                subscription = None
                 await self._sleep(1.0)
 
     async def _sleep(self, seconds: float) -> None:
@@ -266,5 +270,5 @@ class Consumer:
 
 def _owner(service_name: str) -> str:
     """``beds-svc`` → ``beds``: dead-letter events go to the service's own stream."""
-    return service_name.removesuffix("-svc").replace("-", "_")
+    return service_name.split("-", 1)[0]
 

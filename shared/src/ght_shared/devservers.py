@@ -438,6 +438,8 @@ class PostgresServer(_ServerProcess):
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server (fast shutdown: SIGINT), SIGKILL it after ``timeout``; idempotent."""
         self._terminate(signal.SIGINT, timeout)
+        with contextlib.suppress(OSError):  # empty once PostgreSQL removed its socket
+            self._socket_dir.rmdir()
 
     def kill(self) -> None:
         """SIGKILL the postmaster and its children, as a crash would (reliability tests)."""
@@ -666,6 +668,7 @@ class NatsServer(_ServerProcess):
         self.monitor_port = monitor_port
         self.sync_always = sync_always
         self.config_file = store_dir / "nats-server.conf"
+        self.pid_file = store_dir / "nats-server.pid"
 
     @property
     def url(self) -> str:
@@ -704,6 +707,7 @@ class NatsServer(_ServerProcess):
         lines = [
             "# Written by ght_shared.devservers on each start.",
             f'listen: "{self.host}:{self.port}"',
+            f"pid_file: {_json_string(str(self.pid_file))}",
             "max_payload: 8MB",
         ]
         if self.monitor_port is not None:

@@ -105,12 +105,19 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         loc = err.get("loc", ())
+        field = _field_path(loc)
+        message = err.get("msg", "invalid value")
+        if err.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+            # FastAPI puts the decoder's character offset where a field name would be.
+            field = str(loc[0])
+            reason = (err.get("ctx") or {}).get("error", message)
+            message = f"Invalid JSON at character {loc[1]}: {reason}"
         out.append(
             {
-                "field": _field_path(loc),
+                "field": field,
                 "in": str(loc[0]) if loc else "body",
                 "rule": err.get("type", "invalid"),
-                "message": err.get("msg", "invalid value"),
+                "message": message,
             }
         )
     return out

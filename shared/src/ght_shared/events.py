@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ght_shared.context import traceparent_var
 
-_TYPE = re.compile(r"^ght\.[a-z_]+(\.[a-z_]+)+\.v[0-9]+$")
+_TYPE = re.compile(r"^ght\.[a-z_]+(\.[a-z0-9_]+)+\.v[0-9]+$")
 
 
 class Event(BaseModel):

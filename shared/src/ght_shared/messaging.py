@@ -90,8 +90,8 @@ class NatsConnection:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
+        # Consumers and the relay have stopped by now: nothing left to drain, and
+        # draining an idle pull subscription would wait for its whole timeout.
         if self._client is not None and not self._client.is_closed:
-            with suppress(Exception):
-                await self._client.drain()
             with suppress(Exception):
                 await self._client.close()

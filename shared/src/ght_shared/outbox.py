@@ -59,7 +59,7 @@ async def add_events(session: AsyncSession, events: Sequence[Event]) -> list[Eve
     result = await session.execute(
         _NEXT_SEQUENCES, {"aggregates": list(counts), "counts": list(counts.values())}
     )
-    next_seq = {agg: last - counts[agg] + 1 for agg, last in result.tuples()}
+    next_seq = {agg: last - counts[agg] + 1 for agg, last in result.all()}
     stored: list[Event] = []
     rows: list[dict[str, Any]] = []
     for event in events:
@@ -177,14 +177,7 @@ class OutboxRelay:
                 continue
             published, failed = await self._publish(rows)
             if published:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now(), attempts = attempts + 1"
-                    " WHERE id = ANY($1::bigint[])",
-                    published,
-                )
-                self.published_total += len(published)
-                if self.metrics:
-                    self.metrics.outbox_published.inc(len(published))
+                await self._mark_published(conn, published)
             if failed:
                 ids, error = failed
                 await conn.execute(
@@ -205,6 +198,18 @@ class OutboxRelay:
                 await self._sleep(backoff * (0.5 + random.random() / 2))
             else:
                 backoff = 0.0
+
+    async def _mark_published(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+        # Dying before this line publishes these events again on restart: consumers'
+        # inboxes absorb the duplicates (and JetStream's within its duplicate window).
+        await conn.execute(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1"
+            " WHERE id = ANY($1::bigint[])",
+            ids,
+        )
+        self.published_total += len(ids)
+        if self.metrics:
+            self.metrics.outbox_published.inc(len(ids))
 
     async def _publish(self, rows: list[_Row]) -> tuple[list[int], tuple[list[int], str] | None]:
         """Publish a batch: concurrent across aggregates, in order within one aggregate."""
