@@ -1,0 +1,215 @@
+"""Every error a client can meet is one RFC 9457 problem+json shape, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from ght_shared.app import ServiceParts, create_service_app
+from ght_shared.errors import PROBLEM_JSON, DomainError
+from ght_shared.schemas import StrictModel
+from ght_shared.settings import ServiceSettings
+from ght_shared.testing.plugin import running_app
+
+
+class _Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TESTSVC_")
+    service_name: str = "test-svc"
+
+
+class BedCreate(StrictModel):
+    label: str = Field(min_length=1)
+    capacity: int = Field(ge=1)
+    opens_on: date
+
+
+class BedAlreadyReserved(DomainError):
+    status = 409
+    code = "bed_already_reserved"
+    title = "Bed already reserved"
+
+
+router = APIRouter()
+
+
+@router.post("/beds", status_code=201)
+async def create_bed(bed: BedCreate) -> dict[str, Any]:
+    return bed.model_dump(mode="json")
+
+
+@router.post("/beds/{bed_id}/reservations")
+async def reserve_bed(bed_id: int) -> None:
+    raise BedAlreadyReserved(f"Bed {bed_id} is already reserved.", bed_id=bed_id)
+
+
+@pytest.fixture(scope="module")
+async def client(make_settings) -> AsyncIterator[httpx.AsyncClient]:
+    settings = await make_settings(_Settings)
+    app = create_service_app(settings, ServiceParts(title="t", routers=[router]))
+    async with running_app(app) as client:
+        yield client
+
+
+VALID_BED = {"label": "A-12", "capacity": 2, "opens_on": "2025-03-01"}
+
+
+def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:ght:problem:{code}"
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+def _errors_by_field(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {error["field"]: error for error in body["errors"]}
+
+
+async def test_a_valid_body_is_accepted(client):
+    response = await client.post("/beds", json=VALID_BED)
+    assert response.status_code == 201, response.text
+    assert response.json() == VALID_BED
+
+
+class TestAnInvalidBodyIs422:
+    async def test_naming_each_field_of_the_wrong_type_and_the_rule_it_breaks(self, client):
+        bed = {**VALID_BED, "capacity": "two", "opens_on": "next tuesday"}
+        body = _problem(await client.post("/beds", json=bed), 422, "validation_failed")
+        errors = _errors_by_field(body)
+        assert set(errors) == {"capacity", "opens_on"}
+        assert errors["capacity"]["rule"] == "int_parsing"
+        assert errors["capacity"]["in"] == "body"
+        assert errors["capacity"]["message"]
+        assert errors["opens_on"]["rule"].startswith("date_")
+        assert "capacity" in body["detail"] and "opens_on" in body["detail"]
+
+    async def test_naming_a_value_out_of_its_bounds(self, client):
+        body = _problem(
+            await client.post("/beds", json={**VALID_BED, "capacity": 0}), 422, "validation_failed"
+        )
+        assert _errors_by_field(body)["capacity"]["rule"] == "greater_than_equal"
+
+    async def test_naming_a_missing_field(self, client):
+        bed = {k: v for k, v in VALID_BED.items() if k != "label"}
+        body = _problem(await client.post("/beds", json=bed), 422, "validation_failed")
+        assert _errors_by_field(body)["label"]["rule"] == "missing"
+
+    async def test_naming_an_unknown_field_instead_of_dropping_it(self, client):
+        bed = {**VALID_BED, "colour": "blue"}
+        body = _problem(await client.post("/beds", json=bed), 422, "validation_failed")
+        assert _errors_by_field(body)["colour"]["rule"] == "extra_forbidden"
+        assert "colour" in body["detail"]
+
+    async def test_for_a_body_that_is_not_an_object(self, client):
+        body = _problem(await client.post("/beds", json=[VALID_BED]), 422, "validation_failed")
+        assert body["errors"][0]["in"] == "body"
+
+    async def test_for_a_path_parameter_of_the_wrong_type(self, client):
+        body = _problem(
+            await client.post("/beds/not-a-number/reservations"), 422, "validation_failed"
+        )
+        error = _errors_by_field(body)["bed_id"]
+        assert error["in"] == "path"
+        assert error["rule"] == "int_parsing"
+
+    async def test_for_a_huge_body_of_invalid_json_without_echoing_it(self, client):
+        garbage = b"{" + b"\x01not json at all, " * (5 * 1024 * 1024 // 18)
+        assert len(garbage) > 5_000_000
+        response = await client.post(
+            "/beds", content=garbage, headers={"Content-Type": "application/json"}
+        )
+        body = _problem(response, 422, "validation_failed")
+        assert body["errors"] == [
+            {
+                "field": "body",
+                "in": "body",
+                "rule": "json_invalid",
+                "message": "Invalid JSON at character 1: "
+                "Expecting property name enclosed in double quotes",
+            }
+        ]
+        assert len(response.content) < 2_000
+
+    async def test_for_truncated_json_saying_where_it_breaks(self, client):
+        truncated = '{"label": "A-12", "capacity": 2,'
+        response = await client.post(
+            "/beds", content=truncated, headers={"Content-Type": "application/json"}
+        )
+        body = _problem(response, 422, "validation_failed")
+        [error] = body["errors"]
+        assert (error["field"], error["rule"]) == ("body", "json_invalid")
+        assert error["message"] == (
+            f"Invalid JSON at character {len(truncated)}: "
+            "Expecting property name enclosed in double quotes"
+        )
+        assert body["detail"] == "Invalid value for: body"
+
+
+class TestADomainError:
+    async def test_renders_its_status_code_detail_and_extras(self, client):
+        response = await client.post("/beds/7/reservations")
+        body = _problem(response, 409, "bed_already_reserved")
+        assert body["title"] == "Bed already reserved"
+        assert body["detail"] == "Bed 7 is already reserved."
+        assert body["bed_id"] == 7
+
+    async def test_carries_the_request_id_of_its_response_header(self, client):
+        response = await client.post("/beds/7/reservations")
+        body = _problem(response, 409, "bed_already_reserved")
+        assert body["request_id"]
+        assert body["request_id"] == response.headers["x-request-id"]
+
+    async def test_carries_a_request_id_sent_by_the_caller(self, client):
+        response = await client.post(
+            "/beds/7/reservations", headers={"X-Request-ID": "gateway-req-0042"}
+        )
+        assert response.headers["x-request-id"] == "gateway-req-0042"
+        assert _problem(response, 409, "bed_already_reserved")["request_id"] == "gateway-req-0042"
+
+
+class TestTheRequestId:
+    async def test_is_propagated_on_a_successful_response(self, client):
+        response = await client.post(
+            "/beds", json=VALID_BED, headers={"X-Request-ID": "abc-123.def_456:7"}
+        )
+        assert response.status_code == 201
+        assert response.headers["x-request-id"] == "abc-123.def_456:7"
+
+    @pytest.mark.parametrize(
+        "incoming",
+        ["has spaces", "x" * 129, "new\\nline", "<script>"],
+        ids=["spaces", "too-long", "escape", "markup"],
+    )
+    async def test_replaces_an_unsafe_incoming_id_with_a_fresh_one(self, client, incoming):
+        response = await client.post("/beds", json=VALID_BED, headers={"X-Request-ID": incoming})
+        assert response.status_code == 201
+        assert response.headers["x-request-id"] != incoming
+        assert len(response.headers["x-request-id"]) == 32
+
+    async def test_is_fresh_for_each_request_without_one(self, client):
+        first = await client.post("/beds", json=VALID_BED)
+        second = await client.post("/beds", json=VALID_BED)
+        assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+class TestHttpErrors:
+    async def test_an_unknown_route_is_a_404_problem(self, client):
+        response = await client.get("/no/such/route")
+        body = _problem(response, 404, "not_found")
+        assert body["request_id"] == response.headers["x-request-id"]
+
+    async def test_a_wrong_method_is_a_405_problem(self, client):
+        response = await client.delete("/beds")
+        _problem(response, 405, "method_not_allowed")
+        assert "POST" in response.headers["allow"]
