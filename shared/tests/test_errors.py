@@ -123,9 +123,9 @@ class TestAnInvalidBodyIs422:
         assert error["in"] == "path"
         assert error["rule"] == "int_parsing"
 
-    async def test_for_a_huge_body_of_invalid_json_without_echoing_it(self, client):
-        garbage = b"{" + b"\x01not json at all, " * (5 * 1024 * 1024 // 18)
-        assert len(garbage) > 5_000_000
+    async def test_for_a_large_body_of_invalid_json_without_echoing_it(self, client):
+        garbage = b"{" + b"\x01not json at all, " * (900 * 1024 // 18)
+        assert len(garbage) > 900_000
         response = await client.post(
             "/beds", content=garbage, headers={"Content-Type": "application/json"}
         )
@@ -139,6 +139,15 @@ class TestAnInvalidBodyIs422:
                 "Expecting property name enclosed in double quotes",
             }
         ]
+        assert len(response.content) < 2_000
+
+    async def test_a_huge_body_of_garbage_is_413_not_parsed(self, client):
+        garbage = b"{" + b"\x01not json at all, " * (5 * 1024 * 1024 // 18)
+        response = await client.post(
+            "/beds", content=garbage, headers={"Content-Type": "application/json"}
+        )
+        body = _problem(response, 413, "payload_too_large")
+        assert body["limit"] == 1_048_576
         assert len(response.content) < 2_000
 
     async def test_for_truncated_json_saying_where_it_breaks(self, client):
@@ -213,3 +222,57 @@ class TestHttpErrors:
         response = await client.delete("/beds")
         _problem(response, 405, "method_not_allowed")
         assert "POST" in response.headers["allow"]
+
+
+class TestLastResortAnswers:
+    async def test_an_unexpected_error_is_a_500_problem_carrying_the_request_id(self, probe_settings):
+        router = APIRouter()
+
+        @router.get("/boom")
+        async def boom() -> None:
+            raise RuntimeError("a bug")
+
+        settings = probe_settings
+        app = create_service_app(settings, ServiceParts(title="t", routers=[router]))
+        async with running_app(app) as client:
+            response = await client.get("/boom", headers={"X-Request-ID": "req-500"})
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["x-request-id"] == "req-500"
+        assert response.json()["request_id"] == "req-500"
+        assert response.json()["code"] == "internal_error"
+        assert "a bug" not in response.text
+
+    async def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(
+        self, probe_settings
+    ):
+        router = APIRouter()
+
+        @router.post("/small")
+        async def small(body: dict) -> dict:
+            return {"keys": len(body)}
+
+        @router.post("/imports")
+        async def upload(body: dict) -> dict:
+            return {"keys": len(body)}
+
+        settings = probe_settings.model_copy(update={"max_body_bytes": 2048})
+        parts = ServiceParts(title="t", routers=[router], upload_paths=["/imports"])
+        app = create_service_app(settings, parts)
+        big = {"k": "x" * 5000}
+        async with running_app(app) as client:
+            assert (await client.post("/small", json={"a": 1})).status_code == 200
+            refused = await client.post("/small", json=big)
+            assert refused.status_code == 413
+            assert refused.json()["code"] == "payload_too_large"
+            assert refused.json()["limit"] == 2048
+
+            async def chunks():
+                for _ in range(10):
+                    yield b" " * 1000  # no Content-Length: counted as it streams
+
+            streamed = await client.post(
+                "/small", content=chunks(), headers={"content-type": "application/json"}
+            )
+            assert streamed.status_code == 413
+            assert (await client.post("/imports", json=big)).status_code == 200

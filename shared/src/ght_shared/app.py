@@ -23,7 +23,7 @@ from ght_shared.auth import TokenVerifier
 from ght_shared.consumer import Consumer, ConsumerSpec
 from ght_shared.context import child_traceparent, request_id_var, traceparent_var
 from ght_shared.db import Database
-from ght_shared.errors import install_error_handlers
+from ght_shared.errors import install_error_handlers, problem, unexpected_error_response
 from ght_shared.logs import configure_logging
 from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics, install_metrics, route_label
@@ -43,6 +43,8 @@ class ServiceParts:
     description: str = ""
     routers: Sequence[APIRouter] = ()
     owned_streams: Sequence[str] = ()
+    upload_paths: Sequence[str] = ()
+    """Path prefixes accepting large bodies (file imports), up to ``max_upload_bytes``."""
     consumers: Sequence[ConsumerSpec] = ()
     version: str = "0.1.0"
     extra_tags: Sequence[dict[str, str]] = field(default_factory=tuple)
@@ -62,12 +64,34 @@ class Runtime:
     provisioning: asyncio.Task[None] | None = None
 
 
-class RequestContextMiddleware:
-    """Request id and trace context for every request (pure ASGI: no body buffering)."""
+class BodyTooLarge(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+
+class RequestContextMiddleware:
+    """Per request: id and trace context, body size limit, metrics, access log, last-resort errors.
+
+    Pure ASGI, so bodies stream through without buffering.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        upload_paths: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_paths = tuple(upload_paths)
+
+    def _body_limit(self, path: str) -> int:
+        if self.upload_paths and path.startswith(self.upload_paths):
+            return self.max_upload_bytes
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,18 +109,61 @@ class RequestContextMiddleware:
         tp_token = traceparent_var.set(traceparent)
         started = time.perf_counter()
         status = 500
+        response_started = False
+        limit = self._body_limit(scope["path"])
+        received = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
+            if refused:
+                return  # a 413 went out already: whatever the app answers is dropped
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message.setdefault("headers", [])
                 message["headers"].append((b"x-request-id", request_id.encode()))
                 message["headers"].append((b"traceparent", traceparent.encode()))
             await send(message)
 
+        refused = False
+
+        async def refuse_too_large() -> None:
+            nonlocal refused
+            response = problem(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                f"The request body exceeds the limit of {limit} bytes.",
+                limit=limit,
+            )
+            await response(scope, receive, send_with_id)
+            refused = True
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Answer now: the app may turn the error below into its own 400.
+                    if not response_started:
+                        await refuse_too_large()
+                    raise BodyTooLarge
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            declared = headers.get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > limit:
+                await refuse_too_large()
+            else:
+                await self.app(scope, receive_limited, send_with_id)
+        except BodyTooLarge:
+            if not refused:
+                raise
+        except Exception as exc:
+            if response_started or refused:
+                raise  # the response has started: nothing sensible can be sent any more
+            await unexpected_error_response(exc)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = route_label(scope)
@@ -139,7 +206,13 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
     app.state.token_verifier = TokenVerifier(settings)
     install_error_handlers(app)
     install_metrics(app, metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_paths=parts.upload_paths,
+    )
     app.include_router(health.router)
     for router in parts.routers:
         app.include_router(router)

@@ -156,8 +156,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    _log.warning("database unavailable: %s", exc.__class__.__name__)
+def _unavailable_problem() -> JSONResponse:
     return problem(
         503,
         "database_unavailable",
@@ -165,6 +164,11 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
         "The service's database cannot be reached; retry shortly.",
         headers={"Retry-After": "5"},
     )
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    _log.warning("database unavailable: %s", exc.__class__.__name__)
+    return _unavailable_problem()
 
 
 async def _db_error(request: Request, exc: Exception) -> JSONResponse:
@@ -196,15 +200,21 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """The answer to an error no handler knows: 503 if the database is gone, else 500.
+
+    Called by the request-context middleware, inside the request's context, so the
+    log line and the problem carry the request id.
+    """
     if _is_connection_error(exc):
-        return await _database_unavailable(_, exc)
-    _log.exception("unhandled error")
+        _log.warning("database unavailable: %s", exc.__class__.__name__)
+        return _unavailable_problem()
+    _log.error("unhandled error", exc_info=exc)
     return problem(500, "internal_error", "Internal error", "An unexpected error occurred.")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error of ``app`` as problem+json."""
+    """Render the errors of ``app`` as problem+json (the rest: ``unexpected_error_response``)."""
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -215,4 +225,3 @@ def install_error_handlers(app: FastAPI) -> None:
     # Raised raw by the driver when the server is down before SQLAlchemy can wrap them.
     for exc_class in _CONNECTION_ERRORS:
         app.add_exception_handler(exc_class, _database_unavailable)
-    app.add_exception_handler(Exception, _unexpected)

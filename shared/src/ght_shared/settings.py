@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     db_connect_timeout_s: float = Field(default=3.0, gt=0)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
 
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit.")
+    max_upload_bytes: int = Field(
+        default=512 * 1_048_576, ge=1024, description="Body limit of the upload routes."
+    )
+
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout_s: float = Field(default=2.0, gt=0)
     stream_replicas: int = Field(default=1, ge=1, le=5)
