@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import asyncpg
 import nats
@@ -93,7 +94,7 @@ async def test_a_failing_handler_is_retried_with_backoff_then_dead_lettered_whil
         await wait_for(lambda: pipeline.relay.published_total == 5)
 
     assert len(attempts) == probe_settings.consumer_max_deliver
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert all(gap >= 0.04 for gap in gaps), gaps  # nak-ed with a delay, not hammered
     counts = await count_effects(probe_settings.database_url)
     assert counts.rows == 3  # the three others were applied

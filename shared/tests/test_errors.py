@@ -225,7 +225,9 @@ class TestHttpErrors:
 
 
 class TestLastResortAnswers:
-    async def test_an_unexpected_error_is_a_500_problem_carrying_the_request_id(self, probe_settings):
+    async def test_an_unexpected_error_is_a_500_problem_carrying_the_request_id(
+        self, probe_settings
+    ):
         router = APIRouter()
 
         @router.get("/boom")

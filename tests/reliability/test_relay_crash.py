@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 import textwrap
 
@@ -57,14 +56,17 @@ async def test_events_published_twice_after_a_relay_crash_are_applied_once(
     async with Pipeline(settings, {probe.subject: probe.handle}, relay=False) as pipeline:
         written = await pipeline.write([probe.event(f"bed/{n}", n) for n in range(50)])
 
-        dying = subprocess.run(
-            [sys.executable, "-c", RELAY_THAT_DIES_BEFORE_MARKING, settings.model_dump_json()],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        dying = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            RELAY_THAT_DIES_BEFORE_MARKING,
+            settings.model_dump_json(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        assert dying.returncode == -signal.SIGKILL, dying.stderr
-        assert "published 50" in dying.stdout
+        stdout, stderr = await asyncio.wait_for(dying.communicate(), 60)
+        assert dying.returncode == -signal.SIGKILL, stderr.decode()
+        assert "published 50" in stdout.decode()
         assert await _unpublished(settings.database_url) == 50
         await wait_for(lambda: pipeline.consumer.handled == 50)
 

@@ -1,1 +1,3 @@
-"""The gateway: the platform's single entry point (identity, routing, rate limits, aggregation, live feed, portal)."""
+"""The gateway: the platform's single entry point (identity, routing, rate limits, aggregation,
+live feed, portal).
+"""

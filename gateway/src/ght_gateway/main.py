@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+import ght_gateway
 from ght_gateway.settings import Settings
 from ght_shared.app import ServiceParts, create_service_app
 
@@ -13,9 +14,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings(),
         ServiceParts(
             title="gateway",
-            description=(
-                "The single entry point of the territorial platform: identity and tokens, "
-                "routing to the services, rate limits, territorial aggregation, live feed."
-            ),
+            description=ght_gateway.__doc__ or "",
         ),
     )

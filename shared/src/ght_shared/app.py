@@ -239,7 +239,9 @@ async def _start(
     return runtime
 
 
-async def _provision(settings: ServiceSettings, nats: NatsConnection, streams: Sequence[str]) -> None:
+async def _provision(
+    settings: ServiceSettings, nats: NatsConnection, streams: Sequence[str]
+) -> None:
     await nats.wait_connected()
     while True:
         try:

@@ -139,9 +139,7 @@ class Consumer:
         )
         config = self.consumer_config()
         await js.add_consumer(self.spec.stream, config)
-        return await js.pull_subscribe_bind(
-            durable=self.spec.durable, stream=self.spec.stream
-        )
+        return await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
         acks: list[Msg] = []
@@ -206,13 +204,19 @@ class Consumer:
             if deliveries >= self.settings.consumer_max_deliver:
                 _log.error(
                     "consumer %s dead-letters event %s after %d deliveries: %s",
-                    self.spec.durable, event.id, deliveries, error,
+                    self.spec.durable,
+                    event.id,
+                    deliveries,
+                    error,
                 )
                 await self._dead_letter(session, msg, event, error, deliveries)
                 return None
             _log.warning(
                 "consumer %s failed on event %s (delivery %d): %s",
-                self.spec.durable, event.id, deliveries, error,
+                self.spec.durable,
+                event.id,
+                deliveries,
+                error,
             )
             self._count("failed")
             backoff = self.settings.consumer_backoff_s
@@ -271,4 +275,3 @@ class Consumer:
 def _owner(service_name: str) -> str:
     """``beds-svc`` → ``beds``: dead-letter events go to the service's own stream."""
     return service_name.split("-", 1)[0]
-

@@ -178,7 +178,7 @@ async def _db_error(request: Request, exc: Exception) -> JSONResponse:
     raise exc
 
 
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
     InterfaceError,

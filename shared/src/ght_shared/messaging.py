@@ -68,7 +68,9 @@ class NatsConnection:
                     reconnected_cb=self._on_reconnected,
                 )
             except Exception as exc:
-                _log.warning("NATS unreachable, retrying", extra={"url": self.url, "error": str(exc)})
+                _log.warning(
+                    "NATS unreachable, retrying", extra={"url": self.url, "error": str(exc)}
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

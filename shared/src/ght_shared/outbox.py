@@ -24,11 +24,11 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ght_shared import tables
-from ght_shared.urls import plain_url
 from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics
 from ght_shared.settings import ServiceSettings
+from ght_shared.urls import plain_url
 
 _log = logging.getLogger(__name__)
 
@@ -266,9 +266,7 @@ class OutboxRelay:
 async def prune_published(session: AsyncSession, older_than_days: int = 7) -> int:
     """Delete events published more than ``older_than_days`` ago (the stream keeps them)."""
     result = await session.execute(
-        text(
-            "DELETE FROM outbox WHERE published_at < now() - make_interval(days => :days)"
-        ),
+        text("DELETE FROM outbox WHERE published_at < now() - make_interval(days => :days)"),
         {"days": older_than_days},
     )
     return int(getattr(result, "rowcount", 0) or 0)

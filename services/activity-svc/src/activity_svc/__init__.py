@@ -1,1 +1,3 @@
-"""Activity service: the territory referential (org-unit tree), activity records, indicators with year-over-year comparison, targets and alerts."""
+"""Activity service: the territory referential (org-unit tree), activity records, indicators with
+year-over-year comparison, targets and alerts.
+"""

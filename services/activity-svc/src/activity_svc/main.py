@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from ght_shared.app import ServiceParts, create_service_app
+import activity_svc
 from activity_svc.events import CONSUMERS, STREAM
 from activity_svc.settings import Settings
+from ght_shared.app import ServiceParts, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -14,7 +15,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings(),
         ServiceParts(
             title="activity-svc",
-            description="Activity service of the territorial platform: the territory referential (org-unit tree), activity records, indicators with year-over-year comparison, targets and alerts.",
+            description=activity_svc.__doc__ or "",
             owned_streams=(STREAM,),
             consumers=CONSUMERS,
         ),

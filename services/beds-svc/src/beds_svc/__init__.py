@@ -1,1 +1,3 @@
-"""Beds service: beds, their status and allocation, shared capacity, strain levels and inter-site transfers."""
+"""Beds service: beds, their status and allocation, shared capacity, strain levels and inter-site
+transfers.
+"""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from ght_shared.app import ServiceParts, create_service_app
+import beds_svc
 from beds_svc.events import CONSUMERS, STREAM
 from beds_svc.settings import Settings
+from ght_shared.app import ServiceParts, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -14,7 +15,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings(),
         ServiceParts(
             title="beds-svc",
-            description="Beds service of the territorial platform: beds, their status and allocation, shared capacity, strain levels and inter-site transfers.",
+            description=beds_svc.__doc__ or "",
             owned_streams=(STREAM,),
             consumers=CONSUMERS,
         ),

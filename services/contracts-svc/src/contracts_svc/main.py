@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from ght_shared.app import ServiceParts, create_service_app
+import contracts_svc
 from contracts_svc.events import CONSUMERS, STREAM
 from contracts_svc.settings import Settings
+from ght_shared.app import ServiceParts, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -14,7 +15,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings(),
         ServiceParts(
             title="contracts-svc",
-            description="Contracts service of the territorial platform: contracts of objectives and means (COM / contrats de pôle), service contracts and cooperation agreements, their objectives, means, reviews and incentive.",
+            description=contracts_svc.__doc__ or "",
             owned_streams=(STREAM,),
             consumers=CONSUMERS,
         ),

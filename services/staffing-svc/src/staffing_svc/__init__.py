@@ -1,1 +1,3 @@
-"""Staffing service: practitioners working across sites, their authorisations, staffing needs, assignments and on-call rotas."""
+"""Staffing service: practitioners working across sites, their authorisations, staffing needs,
+assignments and on-call rotas.
+"""

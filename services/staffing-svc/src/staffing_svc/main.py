@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+import staffing_svc
 from ght_shared.app import ServiceParts, create_service_app
 from staffing_svc.events import CONSUMERS, STREAM
 from staffing_svc.settings import Settings
@@ -14,7 +15,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings(),
         ServiceParts(
             title="staffing-svc",
-            description="Staffing service of the territorial platform: practitioners working across sites, their authorisations, staffing needs, assignments and on-call rotas.",
+            description=staffing_svc.__doc__ or "",
             owned_streams=(STREAM,),
             consumers=CONSUMERS,
         ),

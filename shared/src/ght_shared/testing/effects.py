@@ -64,7 +64,12 @@ class EffectProbe:
                 "INSERT INTO test_effect (event_id, aggregate, sequence, event_time)"
                 " VALUES (:id, :aggregate, :sequence, :time)"
             ),
-            {"id": event.id, "aggregate": event.subject, "sequence": event.sequence, "time": event.time},
+            {
+                "id": event.id,
+                "aggregate": event.subject,
+                "sequence": event.sequence,
+                "time": event.time,
+            },
         )
 
 
@@ -89,7 +94,9 @@ class EffectCounts:
 async def count_effects(database_url: str) -> EffectCounts:
     conn = await asyncpg.connect(plain_url(database_url))
     try:
-        row = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM test_effect")
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM test_effect"
+        )
     finally:
         await conn.close()
     assert row is not None

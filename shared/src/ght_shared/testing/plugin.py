@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
-from ght_shared.urls import plain_url
 from ght_shared.devservers import NatsServer, PostgresServer, free_port
 from ght_shared.migrations import INFRA_V1_STATEMENTS, upgrade
 from ght_shared.settings import ServiceSettings
+from ght_shared.urls import plain_url
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -166,7 +166,10 @@ TokenFactory = Callable[..., str]
 
 @pytest.fixture(scope="session")
 def make_token(signing_key: SigningKey) -> TokenFactory:
-    """Mint a token as the gateway would: ``make_token(scope="beds:write", establishments=[...])``."""
+    """Mint a token as the gateway would.
+
+    ``make_token(scope="beds:write", establishments=["420784878"])``
+    """
 
     def mint(
         sub: str = "test-user",
