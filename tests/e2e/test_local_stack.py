@@ -1,0 +1,143 @@
+"""`make run` as a person runs it: real processes on real ports, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from ght_shared.devservers import free_port, port_in_use
+
+ROOT = Path(__file__).parents[2]
+RUNNER = ROOT / "deploy/local/run.py"
+COMPONENTS = ("GATEWAY", "CONTRACTS", "ACTIVITY", "BEDS", "STAFFING")
+_STREAMS = ("CONTRACTS", "ACTIVITY", "BEDS", "STAFFING")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHT_")}
+    env["GHT_DATA_DIR"] = str(data_dir)
+    env["GHT_PG_PORT"] = str(free_port())
+    env["GHT_NATS_PORT"] = str(free_port())
+    for name in COMPONENTS:
+        env[f"GHT_PORT_{name}"] = str(free_port())
+    return env
+
+
+def _ports(env: dict[str, str]) -> list[int]:
+    return [int(v) for k, v in env.items() if k.startswith("GHT_") and k.endswith("PORT")] + [
+        int(env[f"GHT_PORT_{name}"]) for name in COMPONENTS
+    ]
+
+
+def _wait_for_line(process: subprocess.Popen[str], text: str, timeout: float) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} not printed; output so far:\n{''.join(seen)}")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    env = _environment(tmp_path / "data")
+    process = subprocess.Popen(
+        [sys.executable, str(RUNNER)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process, env
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_all(stack):
+    process, env = stack
+    summary = _wait_for_line(process, "Ctrl-C to stop", timeout=120)
+    for name in ("gateway", "contracts-svc", "activity-svc", "beds-svc", "staffing-svc"):
+        assert name in summary
+
+    async with httpx.AsyncClient(timeout=5) as client:
+        for name in COMPONENTS:
+            base = f"http://127.0.0.1:{env[f'GHT_PORT_{name}']}"
+            ready = await client.get(f"{base}/health/ready")
+            assert ready.status_code == 200, (name, ready.text)
+            assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
+            assert (await client.get(f"{base}/metrics")).status_code == 200
+
+    # Each service provisioned the JetStream stream it owns on the real NATS.
+    nc = await nats.connect(f"nats://127.0.0.1:{env['GHT_NATS_PORT']}")
+    try:
+        js = nc.jetstream()
+        streams = {(await js.stream_info(name)).config.name for name in _STREAMS}
+    finally:
+        await nc.close()
+    assert streams == set(_STREAMS)
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+    for port in _ports(env):
+        assert not port_in_use(port), f"port {port} still in use after Ctrl-C"
+
+    # Running it again keeps the data: no database is created the second time.
+    again = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(RUNNER), "--check"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "created databases" not in again.stdout
+    assert "GHT platform is up" in again.stdout
+
+
+def test_a_port_already_taken_is_named_in_a_clear_message_not_a_traceback(tmp_path):
+    env = _environment(tmp_path / "data")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(env["GHT_PORT_BEDS"])))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, str(RUNNER), "--check"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "beds-svc" in output
+    assert env["GHT_PORT_BEDS"] in output
+    assert "Traceback" not in output
