@@ -149,3 +149,28 @@ async def test_stream_provisioning_is_idempotent_and_durable(nats_url):
         assert info.config.num_replicas == 1
     finally:
         await nc.close()
+
+
+async def test_the_relay_prunes_events_published_beyond_the_retention(probe_settings):
+    probe = EffectProbe()
+    database = Database(probe_settings)
+    async with database.transaction() as session:
+        await add_events(session, [probe.event("bed/old"), probe.event("bed/recent")])
+    conn = await asyncpg.connect(plain_url(probe_settings.database_url))
+    try:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() - interval '8 days' WHERE aggregate = 'bed/old'"
+        )
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() - interval '1 day'"
+            " WHERE aggregate = 'bed/recent'"
+        )
+    finally:
+        await conn.close()
+    await database.dispose()
+    async with Pipeline(probe_settings, {}, consumer=False) as pipeline:
+        await wait_for(lambda: pipeline.relay.is_leader)
+        await asyncio.sleep(0.3)
+    rows = await _outbox_rows(probe_settings)
+    assert [r["aggregate"] for r in rows] == ["bed/recent"]
+

@@ -20,6 +20,7 @@ from ght_shared.devservers import free_port, port_in_use
 
 ROOT = Path(__file__).parents[2]
 RUNNER = ROOT / "deploy/local/run.py"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 COMPONENTS = ("GATEWAY", "CONTRACTS", "ACTIVITY", "BEDS", "STAFFING")
 _STREAMS = ("CONTRACTS", "ACTIVITY", "BEDS", "STAFFING")
 
@@ -93,6 +94,19 @@ async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_al
             assert ready.status_code == 200, (name, ready.text)
             assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
             assert (await client.get(f"{base}/metrics")).status_code == 200
+
+    # Property-based conformance of every component's API to its own OpenAPI document.
+    for name in COMPONENTS:
+        base = f"http://127.0.0.1:{env[f'GHT_PORT_{name}']}"
+        fuzz = await asyncio.to_thread(
+            subprocess.run,
+            [str(SCHEMATHESIS), "run", f"{base}/openapi.json", "--checks", "all"]
+            + ["--max-examples", "25", "--seed", "20261122"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert fuzz.returncode == 0, f"{name}:\n{fuzz.stdout}\n{fuzz.stderr}"
 
     # Each service provisioned the JetStream stream it owns on the real NATS.
     nc = await nats.connect(f"nats://127.0.0.1:{env['GHT_NATS_PORT']}")

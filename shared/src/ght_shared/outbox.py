@@ -33,6 +33,7 @@ from ght_shared.urls import plain_url
 _log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "ght_outbox"
+PRUNE_INTERVAL_S = 3600.0
 
 _NEXT_SEQUENCES = text(
     """
@@ -156,11 +157,14 @@ class OutboxRelay:
 
     async def _publish_loop(self, conn: asyncpg.Connection) -> None:
         backoff = 0.0
-        last_stats = 0.0
+        last_stats = last_prune = float("-inf")  # both due at once on taking the lead
         while not self._stopping.is_set():
             if time.monotonic() - last_stats > 5.0:
                 await self._record_backlog(conn)
                 last_stats = time.monotonic()
+            if time.monotonic() - last_prune > PRUNE_INTERVAL_S:
+                await self._prune(conn)
+                last_prune = time.monotonic()
             self._wake.clear()
             rows = [
                 _Row(r["id"], str(r["event_id"]), r["subject"], r["aggregate"], r["payload"])
@@ -251,6 +255,14 @@ class OutboxRelay:
             return published, None
         return published, (failed_ids, errors[0] if errors else "not sent: earlier event failed")
 
+    async def _prune(self, conn: asyncpg.Connection) -> None:
+        # Published rows are kept a while for operators (the stream has them too).
+        status = await conn.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(days => $1)",
+            self.settings.outbox_retention_days,
+        )
+        _log.debug("outbox pruned: %s", status)
+
     async def _record_backlog(self, conn: asyncpg.Connection) -> None:
         if self.metrics is None:
             return
@@ -261,12 +273,3 @@ class OutboxRelay:
         assert row is not None
         self.metrics.outbox_backlog.set(row["n"])
         self.metrics.outbox_oldest_age.set(float(row["age"] or 0.0))
-
-
-async def prune_published(session: AsyncSession, older_than_days: int = 7) -> int:
-    """Delete events published more than ``older_than_days`` ago (the stream keeps them)."""
-    result = await session.execute(
-        text("DELETE FROM outbox WHERE published_at < now() - make_interval(days => :days)"),
-        {"days": older_than_days},
-    )
-    return int(getattr(result, "rowcount", 0) or 0)

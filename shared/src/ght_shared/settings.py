@@ -51,6 +51,7 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     outbox_publish_timeout_s: float = Field(default=5.0, gt=0)
     outbox_max_backoff_s: float = Field(default=10.0, gt=0)
+    outbox_retention_days: int = Field(default=7, ge=1)
 
     consumer_batch_size: int = Field(default=200, ge=1)
     consumer_max_deliver: int = Field(default=5, ge=1)
