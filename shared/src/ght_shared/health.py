@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ght_shared.db import Database
+from ght_shared.errors import problem
 from ght_shared.messaging import NatsConnection
 
 router = APIRouter(tags=["health"])
@@ -38,16 +39,11 @@ async def ready(request: Request) -> JSONResponse:
     checks["nats"] = "ok" if nats.connected else "unavailable"
     if all(v == "ok" for v in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
-    return JSONResponse(
-        {
-            "type": "urn:ght:problem:not_ready",
-            "title": "Not ready",
-            "status": 503,
-            "code": "not_ready",
-            "detail": "A dependency of the service is unavailable.",
-            "checks": checks,
-        },
-        status_code=503,
-        media_type="application/problem+json",
+    return problem(
+        503,
+        "not_ready",
+        "Not ready",
+        "A dependency of the service is unavailable.",
         headers={"Retry-After": "5"},
+        checks=checks,
     )

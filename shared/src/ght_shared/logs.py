@@ -48,7 +48,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Requests are logged once, with their request id, by the request-context middleware.
+    logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("nats").setLevel(logging.CRITICAL)

@@ -93,7 +93,7 @@ INFRA_V1_STATEMENTS: tuple[str, ...] = (
     """
     CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        RAISE EXCEPTION 'audit_log is append-only';
+        RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
     END $$
     """,
     """

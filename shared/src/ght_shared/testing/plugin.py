@@ -26,6 +26,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from ght_shared.devservers import NatsServer, PostgresServer, free_port
 from ght_shared.migrations import INFRA_V1_STATEMENTS, upgrade
@@ -64,7 +65,9 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHandl
     """The session's PostgreSQL."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
-        yield PostgresHandle(plain_url(external).rstrip("/").rsplit("/", 1)[0], None)
+        # Accept the URL with or without a database name: each test creates its own.
+        server_url = make_url(plain_url(external))._replace(database=None)
+        yield PostgresHandle(server_url.render_as_string(hide_password=False).rstrip("/"), None)
         return
     root = tmp_path_factory.mktemp("postgres")
     server = PostgresServer(root / "data", free_port(), log_file=root / "postgres.log")
