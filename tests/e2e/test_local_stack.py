@@ -100,8 +100,12 @@ async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_al
         base = f"http://127.0.0.1:{env[f'GHT_PORT_{name}']}"
         fuzz = await asyncio.to_thread(
             subprocess.run,
-            [str(SCHEMATHESIS), "run", f"{base}/openapi.json", "--checks", "all"]
-            + ["--max-examples", "25", "--seed", "20261122"],
+            [
+                str(SCHEMATHESIS),
+                "run",
+                f"{base}/openapi.json",
+                *("--checks", "all", "--max-examples", "25", "--seed", "20261122"),
+            ],
             capture_output=True,
             text=True,
             timeout=180,
