@@ -173,4 +173,3 @@ async def test_the_relay_prunes_events_published_beyond_the_retention(probe_sett
         await asyncio.sleep(0.3)
     rows = await _outbox_rows(probe_settings)
     assert [r["aggregate"] for r in rows] == ["bed/recent"]
-

@@ -1,4 +1,4 @@
-"""Tables of the gateway: people, machine clients, signing keys, refresh tokens, logins, access log."""
+"""Tables of the gateway: people, machine clients, signing keys, tokens, logins, access log."""
 
 from __future__ import annotations
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from ght_shared.settings import ServiceSettings
+
+# Fernet key used only when none is configured outside production (make run, tests).
+LOCAL_KEY_ENCRYPTION_KEY = "bG9jYWwtb25seS1rZXktZW5jcnlwdGlvbi1rZXk9PT0="
 
 
 class Upstreams(BaseModel):
@@ -17,9 +20,71 @@ class Upstreams(BaseModel):
     staffing: str = "http://127.0.0.1:8004"
 
 
+class RateLimit(BaseModel):
+    """A token bucket: ``rate`` requests per second sustained, bursts up to ``burst``."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    return {
+        "admin": RateLimit(rate=50, burst=200),
+        "commission": RateLimit(rate=20, burst=100),
+        "direction": RateLimit(rate=20, burst=100),
+        "pole_manager": RateLimit(rate=20, burst=100),
+        "bed_manager": RateLimit(rate=30, burst=150),
+        "staffing_coordinator": RateLimit(rate=20, burst=100),
+        "it_system": RateLimit(rate=200, burst=1000),
+    }
+
+
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     service_name: str = "gateway"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/gateway"
     upstreams: Upstreams = Upstreams()
+
+    # Identity and tokens.
+    public_url: str = "http://127.0.0.1:8000"
+    access_token_ttl_s: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_s: int = Field(default=8 * 3600, ge=300)
+    signing_algorithm: str = "EdDSA"
+    key_encryption_key: str | None = Field(
+        default=None, description="Fernet key encrypting the signing keys at rest."
+    )
+    demo: bool = Field(
+        default=False, description="Create the demo identities (never in production)."
+    )
+    demo_password: str = Field(
+        default="demo", validation_alias=AliasChoices("GHT_DEMO_PASSWORD", "GATEWAY_DEMO_PASSWORD")
+    )
+
+    # Brute force and rate limits.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_s: int = Field(default=900, ge=60)
+    login_backoff_base_s: float = Field(default=2.0, gt=0)
+    token_ip_limit: RateLimit = RateLimit(rate=1.0, burst=30)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
+
+    # Routing.
+    cors_origins: tuple[str, ...] = ("http://127.0.0.1:8000", "http://localhost:8000")
+    upstream_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_import_timeout_s: float = Field(default=300.0, gt=0)
+    upstream_retries: int = Field(default=2, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def encryption_key(self) -> str:
+        return self.key_encryption_key or LOCAL_KEY_ENCRYPTION_KEY
+
+    @model_validator(mode="after")
+    def _production_has_no_demo_and_a_real_key(self) -> Settings:
+        if self.environment == "production":
+            if self.demo:
+                raise ValueError("demo identities are never allowed in production")
+            if not self.key_encryption_key:
+                raise ValueError("GATEWAY_KEY_ENCRYPTION_KEY is required in production")
+        return self
