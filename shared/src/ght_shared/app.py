@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI
@@ -45,6 +45,8 @@ class ServiceParts:
     owned_streams: Sequence[str] = ()
     upload_paths: Sequence[str] = ()
     """Path prefixes accepting large bodies (file imports), up to ``max_upload_bytes``."""
+    lifespans: Sequence[Callable[[FastAPI], AbstractAsyncContextManager[None]]] = ()
+    """Extra resources of the service, entered in order once the runtime is up."""
     consumers: Sequence[ConsumerSpec] = ()
     version: str = "0.1.0"
     extra_tags: Sequence[dict[str, str]] = field(default_factory=tuple)
@@ -191,7 +193,10 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await _start(app, settings, parts, metrics)
         try:
-            yield
+            async with AsyncExitStack() as extras:
+                for extra in parts.lifespans:
+                    await extras.enter_async_context(extra(app))
+                yield
         finally:
             await _stop(runtime)
 
