@@ -432,11 +432,18 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        gateway_url = f"http://{HOST}:{self.config.ports[GATEWAY.name]}"
         if component is GATEWAY:
             for service in SERVICES:
                 env[f"{prefix}UPSTREAMS__{service.short_name}"] = (
                     f"http://{HOST}:{self.config.ports[service.name]}"
                 )
+            env[f"{prefix}PUBLIC_URL"] = gateway_url
+            # make run is the demo: its identities exist (never in production settings).
+            env.setdefault(f"{prefix}DEMO", "true")
+        else:
+            # The services trust only the tokens the gateway signed: its public keys.
+            env[f"{prefix}JWT_JWKS_URL"] = f"{gateway_url}/.well-known/jwks.json"
         return env
 
     def migrate(self) -> None:

@@ -2,17 +2,21 @@
 
 Each message is handled inside a database transaction that also records the
 event id in the ``inbox`` table, so a redelivered or duplicated event has no
-second effect. A batch is applied in one transaction with a savepoint per
-message (one commit per batch, not per message) and acknowledged only after
-that commit. A failing handler is rolled back alone and nak-ed with backoff;
-after ``max_deliver`` attempts the message is dead-lettered (a row and an
-event) and acknowledged so that the others keep flowing.
+second effect. A batch is applied in one transaction (one commit per batch,
+not per message): its events are claimed in the inbox in one statement and
+their handlers run in one savepoint, and the batch is acknowledged only after
+the commit. A failing handler is rolled back alone (the savepoint is rolled
+back and the others applied again) and nak-ed with backoff; after
+``max_deliver`` attempts the message is dead-lettered (a row and an event) and
+acknowledged so that the others keep flowing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -23,8 +27,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
-from sqlalchemy import insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ght_shared import tables
@@ -39,8 +42,34 @@ from ght_shared.streams import STREAMS, ensure_stream
 
 _log = logging.getLogger(__name__)
 
+LAG_INTERVAL_S = 5.0
+
 Handler = Callable[[AsyncSession, Event], Awaitable[None]]
-"""A message handler: applies ``event`` using ``session`` (flush only; the consumer commits)."""
+"""A message handler: applies ``event`` using ``session`` (flush only; the consumer commits).
+
+It must have no effect outside the session: after a failure in its batch it may run again.
+"""
+
+# Records a batch's events in the inbox in one round trip; returns those not seen before.
+_CLAIM = text(
+    """
+    INSERT INTO inbox (consumer, event_id, event_type, processed_at)
+    SELECT :consumer, t.event_id, t.event_type, :processed_at
+    FROM unnest(CAST(:event_ids AS uuid[]), CAST(:event_types AS text[])) AS t(event_id, event_type)
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+    """
+)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A readable message of a batch with a handler for its type."""
+
+    index: int  # its position in the batch
+    msg: Msg
+    event: Event
+    handler: Handler
 
 
 @dataclass(frozen=True)
@@ -106,24 +135,59 @@ class Consumer:
         connected.cancel()
         stopping.cancel()
         subscription: JetStreamContext.PullSubscription | None = None
+        # While messages flow, the next batch is fetched while this one is applied (one fetch
+        # in flight at most); when idle, one fetch at a time, as stopping waits for it.
+        next_batch: asyncio.Task[list[Msg]] | None = None
+        lag_measured_at = 0.0
         while not self._stopping.is_set():
             try:
                 if subscription is None:
                     subscription = await self._subscribe()
-                try:
-                    messages = await subscription.fetch(self.settings.consumer_batch_size, 1.0)
-                except NatsTimeoutError:
-                    continue  # no message: not an error
-                await self._handle_batch(messages)
+                if time.monotonic() - lag_measured_at > LAG_INTERVAL_S:
+                    lag_measured_at = time.monotonic()
+                    await self.pending()
+                if next_batch is None:
+                    next_batch = asyncio.create_task(self._fetch(subscription))
+                messages = await next_batch
+                next_batch = None
+                if messages and not self._stopping.is_set():
+                    next_batch = asyncio.create_task(self._fetch(subscription))
+                if messages:
+                    await self._handle_batch(messages)
             except asyncio.CancelledError:
+                if next_batch is not None:
+                    next_batch.cancel()
                 raise
             except Exception as exc:
                 _log.warning("consumer %s: %s; resubscribing", self.spec.durable, exc)
+                if next_batch is not None:
+                    await self._give_back(next_batch)
+                    next_batch = None
                 if subscription is not None:
                     with suppress(Exception):
                         await subscription.unsubscribe()
                 subscription = None
                 await self._sleep(1.0)
+        if next_batch is not None:
+            # Stopping: the batch fetched meanwhile is in hand too; apply it.
+            with suppress(Exception):
+                messages = await next_batch
+                if messages:
+                    await self._handle_batch(messages)
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next batch; empty when none came within a second (not an error)."""
+        try:
+            return await subscription.fetch(self.settings.consumer_batch_size, 1.0)
+        except NatsTimeoutError:
+            return []
+
+    async def _give_back(self, fetching: asyncio.Task[list[Msg]]) -> None:
+        """Have a batch fetched ahead, not to be applied now, redelivered soon."""
+        with suppress(Exception):
+            for msg in await fetching:
+                with suppress(Exception):
+                    await msg.nak(delay=1.0)
 
     async def _sleep(self, seconds: float) -> None:
         with suppress(TimeoutError):
@@ -142,16 +206,11 @@ class Consumer:
         return await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
-        acks: list[Msg] = []
-        naks: list[tuple[Msg, float]] = []
+        outcomes: list[float | None] = [None] * len(messages)
         try:
             async with self.database.transaction() as session:
-                for msg in messages:
-                    outcome = await self._handle_one(session, msg)
-                    if outcome is None:
-                        acks.append(msg)
-                    else:
-                        naks.append((msg, outcome))
+                items = await self._readable(session, messages)
+                await self._apply(session, items, outcomes)
         except Exception:
             # Nothing of the batch is committed (database gone?): have it all redelivered soon.
             for msg in messages:
@@ -159,58 +218,104 @@ class Consumer:
                     await msg.nak(delay=1.0)
             raise
         # Acknowledge only once the batch's transaction has committed.
-        for msg in acks:
-            await msg.ack()
-        for msg, delay in naks:
-            await msg.nak(delay=delay)
-        self.handled += len(acks)
+        acked = 0
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            if outcome is None:
+                await msg.ack()
+                acked += 1
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            if outcome is not None:
+                await msg.nak(delay=outcome)
+        self.handled += acked
 
-    async def _handle_one(self, session: AsyncSession, msg: Msg) -> float | None:
-        """Apply one message in a savepoint; return None to ack, or the nak delay."""
-        handler = self.spec.handlers.get(msg.subject)
-        deliveries = msg.metadata.num_delivered
-        try:
-            event = Event.from_bytes(msg.data)
-        except (ValidationError, ValueError) as exc:
-            # A message that can never be parsed will not get better: dead-letter it now.
-            await self._dead_letter(session, msg, None, f"unreadable event: {exc}", deliveries)
-            return None
-        if handler is None:
-            self._count("skipped")
-            return None
-        token = traceparent_var.set(child_traceparent(event.traceparent))
+    async def _readable(self, session: AsyncSession, messages: list[Msg]) -> list[_Item]:
+        """The batch's messages to apply; dead-letters the unreadable, skips unknown types."""
+        items: list[_Item] = []
+        for index, msg in enumerate(messages):
+            try:
+                event = Event.from_bytes(msg.data)
+            except (ValidationError, ValueError) as exc:
+                # A message that can never be parsed will not get better: dead-letter it now.
+                deliveries = msg.metadata.num_delivered
+                await self._dead_letter(session, msg, None, f"unreadable event: {exc}", deliveries)
+                continue
+            handler = self.spec.handlers.get(msg.subject)
+            if handler is None:
+                self._count("skipped")
+                continue
+            items.append(_Item(index, msg, event, handler))
+        return items
+
+    async def _apply(
+        self, session: AsyncSession, items: list[_Item], outcomes: list[float | None]
+    ) -> None:
+        """Apply ``items`` in order, all in one savepoint; a failing one is isolated.
+
+        On a failure the savepoint is rolled back: the items before the failing one are
+        applied again, the failing one is nak-ed (``outcomes``) or dead-lettered, and the
+        rest follow. A failing handler thus runs once per delivery; the handlers before
+        it in the batch run again after the rollback (handlers only use the session).
+        """
+        while items:
+            failure = await self._apply_together(session, items)
+            if failure is None:
+                return
+            position, error = failure
+            await self._apply(session, items[:position], outcomes)
+            failed = items[position]
+            outcomes[failed.index] = await self._failed(session, failed, error)
+            items = items[position + 1 :]
+
+    async def _apply_together(
+        self, session: AsyncSession, items: list[_Item]
+    ) -> tuple[int, Exception] | None:
+        """Claim the items' events in the inbox and run their handlers, in one savepoint.
+
+        Returns None when all are applied (or were already), else the position of the
+        item that failed and its error, with nothing of ``items`` applied.
+        """
+        position = 0
+        applied = duplicates = 0
         try:
             async with session.begin_nested():
-                inserted = await session.execute(
-                    pg_insert(tables.inbox)
-                    .values(
-                        consumer=self.spec.durable,
-                        event_id=event.id,
-                        event_type=event.type,
-                        processed_at=datetime.now(UTC),
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(tables.inbox.c.event_id)
-                )
-                if inserted.first() is None:
-                    self._count("duplicate")
-                    return None
-                await handler(session, event)
-                await session.flush()
-            self._count("applied")
-            return None
+                claimed = await self._claim(session, [item.event for item in items])
+                for item in items:
+                    if item.event.id in claimed:
+                        claimed.discard(item.event.id)  # the same event twice in a batch: once
+                        token = traceparent_var.set(child_traceparent(item.event.traceparent))
+                        try:
+                            await item.handler(session, item.event)
+                            await session.flush()
+                        finally:
+                            traceparent_var.reset(token)
+                        applied += 1
+                    else:  # in the inbox already: no second effect
+                        duplicates += 1
+                    position += 1
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if deliveries >= self.settings.consumer_max_deliver:
-                _log.error(
-                    "consumer %s dead-letters event %s after %d deliveries: %s",
-                    self.spec.durable,
-                    event.id,
-                    deliveries,
-                    error,
-                )
-                await self._dead_letter(session, msg, event, error, deliveries)
-                return None
+            return min(position, len(items) - 1), exc
+        self._count("applied", applied)
+        self._count("duplicate", duplicates)
+        return None
+
+    async def _claim(self, session: AsyncSession, events: list[Event]) -> set[uuid.UUID]:
+        """Record ``events`` in the inbox in one statement; return the ids not seen before."""
+        result = await session.execute(
+            _CLAIM,
+            {
+                "consumer": self.spec.durable,
+                "processed_at": datetime.now(UTC),
+                "event_ids": [event.id for event in events],
+                "event_types": [event.type for event in events],
+            },
+        )
+        return {row[0] for row in result}
+
+    async def _failed(self, session: AsyncSession, item: _Item, exc: Exception) -> float | None:
+        """After a handler failed: None to ack (dead-lettered at last), or the nak delay."""
+        event, deliveries = item.event, item.msg.metadata.num_delivered
+        error = f"{type(exc).__name__}: {exc}"
+        if deliveries < self.settings.consumer_max_deliver:
             _log.warning(
                 "consumer %s failed on event %s (delivery %d): %s",
                 self.spec.durable,
@@ -221,8 +326,19 @@ class Consumer:
             self._count("failed")
             backoff = self.settings.consumer_backoff_s
             return backoff[min(deliveries - 1, len(backoff) - 1)]
+        _log.error(
+            "consumer %s dead-letters event %s after %d deliveries: %s",
+            self.spec.durable,
+            event.id,
+            deliveries,
+            error,
+        )
+        token = traceparent_var.set(child_traceparent(event.traceparent))
+        try:
+            await self._dead_letter(session, item.msg, event, error, deliveries)
         finally:
             traceparent_var.reset(token)
+        return None
 
     async def _dead_letter(
         self, session: AsyncSession, msg: Msg, event: Event | None, error: str, deliveries: int
@@ -259,9 +375,9 @@ class Consumer:
         if self.metrics:
             self.metrics.dead_letters.labels(self.spec.durable).inc()
 
-    def _count(self, outcome: str) -> None:
-        if self.metrics:
-            self.metrics.consumed.labels(self.spec.durable, outcome).inc()
+    def _count(self, outcome: str, n: int = 1) -> None:
+        if self.metrics and n:
+            self.metrics.consumed.labels(self.spec.durable, outcome).inc(n)
 
     async def pending(self) -> int:
         """Messages not yet acknowledged by this consumer (its lag)."""

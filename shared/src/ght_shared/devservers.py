@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -322,24 +323,30 @@ def _as_user(user: pwd.struct_passwd | None) -> _UserKwargs:
 
 
 def _ensure_system_user(name: str) -> pwd.struct_passwd:
-    """Return the passwd entry of system user ``name``, creating the user if missing."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    result = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        # A concurrent process may have created it first: that is fine.
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise ServerError(
-            f"PostgreSQL: cannot create system user {name!r}: {result.stderr.strip()}"
-        ) from None
+    """Return the passwd entry of system user ``name``, creating the user if missing.
+
+    Serialised across processes (test workers start their servers at the same time):
+    concurrent ``useradd`` runs on a fresh machine can leave one process holding a
+    uid that the other's write then replaced.
+    """
+    with open(f"/tmp/.{name}-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        result = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise ServerError(
+                f"PostgreSQL: cannot create system user {name!r}: {result.stderr.strip()}"
+            ) from None
 
 
 def _ensure_traversable(path: Path) -> None:
