@@ -187,12 +187,14 @@ class TestAStaticKeyVerifierAccepts:
             jti="token-42",
         )
         principal = await verifier.verify(token)
+        expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
         assert principal == Principal(
             sub="dr-cuddy",
             roles=("cadre",),
             establishments=("750000001", "750000002"),
             scope="beds:read beds:write",
             jti="token-42",
+            exp=expires_at,
         )
         assert principal.token_id == "token-42"
 

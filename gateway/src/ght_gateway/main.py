@@ -3,17 +3,55 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 import ght_gateway
+from ght_gateway import admin_api, auth_api
+from ght_gateway.access import AccessMiddleware
+from ght_gateway.ratelimit import TokenBuckets
+from ght_gateway.runtime import identity_lifespan
 from ght_gateway.settings import Settings
 from ght_shared.app import ServiceParts, create_service_app
+from ght_shared.auth import TokenVerifier
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or Settings(),
+    settings = settings or Settings()
+    app = create_service_app(
+        settings,
         ServiceParts(
             title="gateway",
             description=ght_gateway.__doc__ or "",
+            routers=(auth_api.router, admin_api.router),
+            lifespans=(identity_lifespan,),
+            middleware=(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(settings.cors_origins),
+                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                    allow_headers=[
+                        "Authorization",
+                        "Content-Type",
+                        "X-Request-ID",
+                        "Last-Event-ID",
+                    ],
+                    expose_headers=[
+                        "X-Request-ID",
+                        "Retry-After",
+                        "RateLimit-Limit",
+                        "RateLimit-Remaining",
+                        "RateLimit-Reset",
+                    ],
+                    max_age=600,
+                ),
+                Middleware(AccessMiddleware),
+            ),
         ),
     )
+    # The gateway verifies its own tokens with the keys of its database, not over HTTP.
+    app.state.token_verifier = TokenVerifier(
+        settings, jwks_loader=lambda: app.state.gateway.keys.jwks()
+    )
+    app.state.request_buckets = TokenBuckets()
+    return app

@@ -40,7 +40,7 @@ def _default_rate_limits() -> dict[str, RateLimit]:
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", populate_by_name=True)
 
     service_name: str = "gateway"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/gateway"
@@ -75,6 +75,42 @@ class Settings(ServiceSettings):
     upstream_retries: int = Field(default=2, ge=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
+
+    # Live feed.
+    feed_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Idle seconds before an SSE stream gets a comment line."
+    )
+    feed_ring_size: int = Field(
+        default=10_000, ge=1, description="Recent events kept in memory to resume a stream."
+    )
+    feed_client_queue: int = Field(
+        default=1_000, ge=1, description="Events waiting for one SSE client before it is dropped."
+    )
+    feed_max_clients: int = Field(
+        default=2_000, ge=1, description="SSE streams one gateway process serves at once."
+    )
+    feed_retry_ms: int = Field(
+        default=3_000, ge=0, description="Reconnection delay suggested to SSE clients."
+    )
+    upstream_import_prefixes: tuple[str, ...] = Field(
+        default=("/api/activity/imports", "/api/beds/imports", "/api/staffing/imports"),
+        description="Gateway path prefixes of file imports: import timeout and upload body limit.",
+    )
+    upstream_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="TCP connect (and pool wait) timeout towards a service."
+    )
+    upstream_max_connections: int = Field(default=100, ge=1, description="Per service.")
+    upstream_max_keepalive: int = Field(default=20, ge=0, description="Idle kept, per service.")
+    upstream_keepalive_expiry_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Idle connections are dropped after this: keep it under the services' "
+        "uvicorn timeout_keep_alive (5 s), or a request may meet a connection the service "
+        "has just closed.",
+    )
+    openapi_cache_s: float = Field(
+        default=30.0, ge=0, description="How long a service's fetched OpenAPI document is reused."
+    )
 
     @property
     def encryption_key(self) -> str:

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ght_shared import health
@@ -48,6 +49,8 @@ class ServiceParts:
     lifespans: Sequence[Callable[[FastAPI], AbstractAsyncContextManager[None]]] = ()
     """Extra resources of the service, entered in order once the runtime is up."""
     consumers: Sequence[ConsumerSpec] = ()
+    middleware: Sequence[Middleware] = ()
+    """The service's own middleware, inside the request context (request id, body limit)."""
     version: str = "0.1.0"
     extra_tags: Sequence[dict[str, str]] = field(default_factory=tuple)
 
@@ -211,6 +214,8 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
     app.state.token_verifier = TokenVerifier(settings)
     install_error_handlers(app)
     install_metrics(app, metrics)
+    for middleware in reversed(parts.middleware):  # the first listed runs first
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -35,6 +35,10 @@ class Principal(BaseModel):
     establishments: tuple[str, ...] = ()
     scope: str = ""
     token_id: str | None = Field(default=None, alias="jti")
+    name: str | None = None
+    pole: str | None = None
+    """The pôle of a ``pole_manager`` (chef de pôle, cadre de gestion)."""
+    expires_at: int | None = Field(default=None, alias="exp")
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -55,7 +59,13 @@ class Principal(BaseModel):
 class TokenVerifier:
     """Verifies bearer tokens against a static key or a cached JWKS."""
 
-    def __init__(self, settings: ServiceSettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        http: httpx.AsyncClient | None = None,
+        jwks_loader: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``jwks_loader`` replaces the JWKS URL: the issuer itself reads its own key set."""
         unknown = set(settings.jwt_algorithms) - ASYMMETRIC_ALGORITHMS
         if unknown:
             raise ValueError(f"only asymmetric JWT algorithms are allowed, not {sorted(unknown)}")
@@ -71,6 +81,7 @@ class TokenVerifier:
         self._attempted_at = 0.0
         self._refresh_lock = asyncio.Lock()
         self._http = http
+        self._jwks_loader = jwks_loader
 
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid token; raise :class:`Unauthenticated` otherwise."""
@@ -135,21 +146,13 @@ class TokenVerifier:
         return time.monotonic() - self._fetched_at if self._fetched_at else float("inf")
 
     async def _fetch_jwks(self) -> None:
-        if not self.jwks_url:
-            raise ServiceUnavailable("No JWKS URL or public key is configured.")
         self._attempted_at = time.monotonic()
-        client = self._http or httpx.AsyncClient(timeout=3.0)
         try:
-            response = await client.get(self.jwks_url)
-            response.raise_for_status()
-            document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            document = await self._load_jwks()
+        except (httpx.HTTPError, ValueError, OSError) as exc:
             if self._keys:
                 return  # keep serving with the keys we have
             raise ServiceUnavailable("The token issuer's keys cannot be fetched.") from exc
-        finally:
-            if self._http is None:
-                await client.aclose()
         keys: dict[str, PyJWK] = {}
         for jwk in document.get("keys", []):
             try:
@@ -160,6 +163,26 @@ class TokenVerifier:
                 keys[jwk["kid"]] = parsed
         self._keys = keys
         self._fetched_at = time.monotonic()
+
+    def forget_keys(self) -> None:
+        """Reload the key set on the next token (after a rotation by this process)."""
+        self._fetched_at = 0.0
+        self._attempted_at = 0.0
+
+    async def _load_jwks(self) -> dict[str, Any]:
+        if self._jwks_loader is not None:
+            return await self._jwks_loader()
+        if not self.jwks_url:
+            raise ServiceUnavailable("No JWKS URL or public key is configured.")
+        client = self._http or httpx.AsyncClient(timeout=3.0)
+        try:
+            response = await client.get(self.jwks_url)
+            response.raise_for_status()
+            document: dict[str, Any] = response.json()
+            return document
+        finally:
+            if self._http is None:
+                await client.aclose()
 
 
 def _verifier(request: Request) -> TokenVerifier:

@@ -39,6 +39,10 @@ class DomainError(Exception):
         self.detail = detail
         self.extra = extra
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the error calls for (``WWW-Authenticate``, ``Retry-After``...)."""
+        return {}
+
 
 class NotFound(DomainError):
     status = 404
@@ -57,6 +61,9 @@ class Unauthenticated(DomainError):
     code = "unauthenticated"
     title = "Authentication required"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
 
 class Forbidden(DomainError):
     status = 403
@@ -68,6 +75,21 @@ class ServiceUnavailable(DomainError):
     status = 503
     code = "service_unavailable"
     title = "Service unavailable"
+
+
+class TooManyRequests(DomainError):
+    """Refused for now: retry after ``retry_after_s`` seconds (sent as ``Retry-After``)."""
+
+    status = 429
+    code = "too_many_requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after_s, **extra)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 def problem(
@@ -125,8 +147,9 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(exc.status, exc.code, exc.title, exc.detail, headers=headers, **exc.extra)
+    return problem(
+        exc.status, exc.code, exc.title, exc.detail, headers=exc.headers() or None, **exc.extra
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

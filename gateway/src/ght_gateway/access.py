@@ -1,0 +1,158 @@
+"""The access log: every request through the gateway, appended to the ``access_log`` table.
+
+Entries are queued by the middleware and written in batches by one background
+task (one INSERT per batch), so logging costs a request no database round
+trip. The queue is bounded: if the database stays unreachable long enough to
+fill it, further entries are counted as dropped and logged as errors rather
+than letting the gateway's memory grow. Shutdown writes what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import insert
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ght_gateway.models import AccessLogEntry
+from ght_gateway.ratelimit import Decision
+from ght_shared.auth import Principal
+from ght_shared.context import request_id_var
+from ght_shared.db import Database
+from ght_shared.metrics import ServiceMetrics, route_label
+
+_log = logging.getLogger(__name__)
+
+# Probes and scrapes would drown the log; they have their own metrics.
+UNLOGGED_PATHS = ("/health/", "/metrics")
+
+
+class AccessLogWriter:
+    def __init__(
+        self,
+        database: Database,
+        metrics: ServiceMetrics,
+        *,
+        max_queue: int = 50_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+    ) -> None:
+        self.database = database
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_queue)
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.dropped = Counter(
+            "ght_access_log_dropped",
+            "Access-log entries dropped because the queue was full.",
+            registry=metrics.registry,
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def append(self, entry: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.dropped.inc()
+            _log.error("access log queue full: entry dropped", extra={"entry": entry})
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="access-log-writer")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 10.0)
+
+    async def flush(self) -> None:
+        """Write everything queued so far (tests, shutdown)."""
+        while not self.queue.empty():
+            await self._write(self._take())
+
+    def _take(self) -> list[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        while len(batch) < self.batch_size and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval_s)
+            pending: list[dict[str, Any]] = []
+            while not self.queue.empty() or pending:
+                batch = pending or self._take()
+                try:
+                    await self._write(batch)
+                    pending = []
+                except Exception as exc:
+                    if self._stopping.is_set():
+                        _log.error("access log: %d entries not written: %s", len(batch), exc)
+                        return
+                    _log.warning("access log write failed, retrying: %s", exc)
+                    pending = batch  # keep its order; retried after a pause
+                    await asyncio.sleep(1.0)
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        if batch:
+            async with self.database.transaction() as session:
+                await session.execute(insert(AccessLogEntry), batch)
+
+
+class AccessMiddleware:
+    """Records each request in the access log and adds its ``RateLimit-*`` headers.
+
+    Runs inside the shared request-context middleware, so the request id is known.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(UNLOGGED_PATHS):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        at = datetime.now(UTC)
+        status = 500
+        state: dict[str, Any] = scope.setdefault("state", {})
+
+        async def send_with_limits(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                decision: Decision | None = state.get("rate_limit")
+                if decision is not None and status != 429:
+                    headers = message.setdefault("headers", [])
+                    headers.extend(
+                        (name.lower().encode(), value.encode())
+                        for name, value in decision.headers().items()
+                    )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_limits)
+        finally:
+            writer: AccessLogWriter = scope["app"].state.access_log
+            principal: Principal | None = state.get("principal")
+            client = scope.get("client")
+            writer.append(
+                {
+                    "at": at,
+                    "principal": principal.sub if principal else None,
+                    "method": scope["method"],
+                    "route": route_label(scope),
+                    "path": scope["path"][:2000],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "request_id": request_id_var.get(),
+                    "client_ip": client[0] if client else None,
+                }
+            )

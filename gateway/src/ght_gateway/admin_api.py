@@ -1,0 +1,210 @@
+"""Administration: users, machine clients, signing-key rotation, the access log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
+
+from ght_gateway import identity
+from ght_gateway.models import AccessLogEntry, MachineClient, UserAccount
+from ght_gateway.runtime import gateway_of
+from ght_gateway.schemas import (
+    AccessLogPage,
+    AccessLogRead,
+    ClientCreate,
+    ClientRead,
+    ClientUpdate,
+    ClientWithSecret,
+    KeyRotated,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+)
+from ght_gateway.security import AdminPrincipal
+from ght_shared.audit import record_audit
+from ght_shared.db import SessionDep
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+# -- users ----------------------------------------------------------------------------------
+
+
+@router.get("/users", summary="List the portal's users", response_model=list[UserRead])
+async def list_users(_: AdminPrincipal, session: SessionDep) -> list[UserAccount]:
+    return list(await session.scalars(select(UserAccount).order_by(UserAccount.username)))
+
+
+@router.post("/users", status_code=201, summary="Create a user", response_model=UserRead)
+async def create_user(body: UserCreate, admin: AdminPrincipal, session: SessionDep) -> UserAccount:
+    user = await identity.create_user(
+        session,
+        username=body.username,
+        display_name=body.display_name,
+        password=body.password,
+        roles=[role.value for role in body.roles],
+        establishments=body.establishments,
+        pole=body.pole,
+    )
+    await record_audit(
+        session,
+        admin,
+        "user.created",
+        f"user/{user.username}",
+        detail={"roles": user.roles, "establishments": user.establishments},
+    )
+    return user
+
+
+@router.get("/users/{username}", summary="One user", response_model=UserRead)
+async def read_user(username: str, _: AdminPrincipal, session: SessionDep) -> UserAccount:
+    return await identity.get_user(session, username)
+
+
+@router.patch("/users/{username}", summary="Change a user", response_model=UserRead)
+async def update_user(
+    username: str, body: UserUpdate, admin: AdminPrincipal, session: SessionDep
+) -> UserAccount:
+    user = await identity.get_user(session, username)
+    changes = body.model_dump(exclude_unset=True, exclude={"password"})
+    roles = [str(role) for role in changes.pop("roles", user.roles)]
+    establishments = changes.pop("establishments", user.establishments)
+    pole = changes.pop("pole", user.pole)
+    identity.check_rights(roles, establishments, pole)
+    user.roles, user.establishments, user.pole = roles, establishments, pole
+    for name, value in changes.items():
+        setattr(user, name, value)
+    if body.password is not None:
+        user.password_hash = await identity.hash_secret(body.password)
+    user.updated_at = datetime.now(UTC)
+    await session.flush()
+    changed = sorted(body.model_dump(exclude_unset=True))
+    await record_audit(
+        session, admin, "user.updated", f"user/{username}", detail={"fields": changed}
+    )
+    return user
+
+
+# -- machine clients ------------------------------------------------------------------------
+
+
+@router.get("/clients", summary="List the machine clients", response_model=list[ClientRead])
+async def list_clients(_: AdminPrincipal, session: SessionDep) -> list[MachineClient]:
+    return list(await session.scalars(select(MachineClient).order_by(MachineClient.client_id)))
+
+
+@router.post(
+    "/clients",
+    status_code=201,
+    summary="Register an establishment's system (its secret is shown once)",
+    response_model=ClientWithSecret,
+)
+async def create_client(
+    body: ClientCreate, admin: AdminPrincipal, session: SessionDep
+) -> ClientWithSecret:
+    secret = identity.new_client_secret()
+    client = await identity.create_client(
+        session,
+        client_id=body.client_id,
+        name=body.name,
+        establishment=body.establishment,
+        secret=secret,
+    )
+    await record_audit(
+        session,
+        admin,
+        "client.created",
+        f"client/{client.client_id}",
+        establishment=body.establishment,
+    )
+    return ClientWithSecret(**ClientRead.model_validate(client).model_dump(), client_secret=secret)
+
+
+@router.patch(
+    "/clients/{client_id}",
+    summary="Rename, disable or give a new secret to a client",
+    response_model=ClientRead | ClientWithSecret,
+)
+async def update_client(
+    client_id: str, body: ClientUpdate, admin: AdminPrincipal, session: SessionDep
+) -> ClientRead | ClientWithSecret:
+    client = await identity.get_client(session, client_id)
+    if body.name is not None:
+        client.name = body.name
+    if body.active is not None:
+        client.active = body.active
+    secret = identity.new_client_secret() if body.rotate_secret else None
+    if secret is not None:
+        client.secret_hash = await identity.hash_secret(secret)
+    await session.flush()
+    await record_audit(
+        session,
+        admin,
+        "client.updated",
+        f"client/{client_id}",
+        detail={"fields": sorted(body.model_dump(exclude_unset=True))},
+    )
+    read = ClientRead.model_validate(client)
+    return read if secret is None else ClientWithSecret(**read.model_dump(), client_secret=secret)
+
+
+# -- signing keys ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/keys/rotate",
+    summary="Sign with a new key; the previous one verifies until its tokens expire",
+    response_model=KeyRotated,
+)
+async def rotate_keys(request: Request, admin: AdminPrincipal, session: SessionDep) -> KeyRotated:
+    keys = gateway_of(request).keys
+    kid = await keys.rotate()
+    request.app.state.token_verifier.forget_keys()
+    await record_audit(session, admin, "signing_key.rotated", f"signing_key/{kid}")
+    return KeyRotated(kid=kid, keys=[key["kid"] for key in (await keys.jwks())["keys"]])
+
+
+# -- access log -----------------------------------------------------------------------------
+
+
+@router.get(
+    "/audit",
+    summary="Page through the access log, newest first",
+    response_model=AccessLogPage,
+)
+async def access_log(
+    request: Request,
+    _: AdminPrincipal,
+    session: SessionDep,
+    principal: Annotated[str | None, Query(max_length=200)] = None,
+    path_prefix: Annotated[str | None, Query(max_length=500)] = None,
+    status: Annotated[int | None, Query(ge=100, le=599)] = None,
+    request_id: Annotated[str | None, Query(max_length=128)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AccessLogPage:
+    await request.app.state.access_log.flush()  # what is queued is part of the answer
+    query = select(AccessLogEntry).order_by(AccessLogEntry.id.desc()).limit(limit + 1)
+    if principal is not None:
+        query = query.where(AccessLogEntry.principal == principal)
+    if path_prefix is not None:
+        escaped = path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(AccessLogEntry.path.like(f"{escaped}%"))
+    if status is not None:
+        query = query.where(AccessLogEntry.status == status)
+    if request_id is not None:
+        query = query.where(AccessLogEntry.request_id == request_id)
+    if since is not None:
+        query = query.where(AccessLogEntry.at >= since)
+    if until is not None:
+        query = query.where(AccessLogEntry.at < until)
+    if before_id is not None:
+        query = query.where(AccessLogEntry.id < before_id)
+    rows = list(await session.scalars(query))
+    items = [AccessLogRead.model_validate(row) for row in rows[:limit]]
+    return AccessLogPage(items=items, next_before_id=items[-1].id if len(rows) > limit else None)

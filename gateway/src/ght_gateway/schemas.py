@@ -1,0 +1,157 @@
+"""Request and response models of the gateway's own API (auth and admin)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from ght_gateway.roles import PERSON_ROLES, Role
+from ght_shared.auth import TERRITORY
+from ght_shared.identifiers import Finess, is_finess
+from ght_shared.schemas import ReadModel, StrictModel
+
+Username = Annotated[
+    str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+ClientId = Annotated[
+    str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+PoleCode = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+def _establishments(values: list[str]) -> list[str]:
+    for value in values:
+        if value != TERRITORY and not is_finess(value):
+            raise ValueError(
+                f"{value!r} is neither a FINESS number (9 digits with its Luhn key) nor '*'"
+            )
+    if len(set(values)) != len(values):
+        raise ValueError("an establishment is listed twice")
+    return values
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    scope: str
+    refresh_token: str | None = None
+
+
+class Me(BaseModel):
+    sub: str
+    name: str | None
+    roles: list[str]
+    establishments: list[str]
+    pole: str | None
+    scope: list[str]
+    expires_at: datetime
+
+
+class UserCreate(StrictModel):
+    username: Username
+    display_name: Name
+    password: Password
+    roles: list[Role] = Field(min_length=1)
+    establishments: list[str] = Field(min_length=1)
+    pole: PoleCode | None = None
+
+    @field_validator("roles")
+    @classmethod
+    def _person_roles(cls, roles: list[Role]) -> list[Role]:
+        if not set(roles) <= PERSON_ROLES:
+            raise ValueError("it_system is the role of machine clients, not of people")
+        return roles
+
+    _check_establishments = field_validator("establishments")(_establishments)
+
+
+class UserUpdate(StrictModel):
+    display_name: Name | None = None
+    password: Password | None = None
+    roles: list[Role] | None = Field(default=None, min_length=1)
+    establishments: list[str] | None = Field(default=None, min_length=1)
+    pole: PoleCode | None = None
+    active: bool | None = None
+
+    @field_validator("roles")
+    @classmethod
+    def _person_roles(cls, roles: list[Role] | None) -> list[Role] | None:
+        if roles is not None and not set(roles) <= PERSON_ROLES:
+            raise ValueError("it_system is the role of machine clients, not of people")
+        return roles
+
+    @field_validator("establishments")
+    @classmethod
+    def _check_establishments(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else _establishments(values)
+
+
+class UserRead(ReadModel):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    roles: list[str]
+    establishments: list[str]
+    pole: str | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientCreate(StrictModel):
+    client_id: ClientId
+    name: Name
+    establishment: Finess
+
+
+class ClientUpdate(StrictModel):
+    name: Name | None = None
+    active: bool | None = None
+    rotate_secret: bool = False
+
+
+class ClientRead(ReadModel):
+    id: uuid.UUID
+    client_id: str
+    name: str
+    roles: list[str]
+    establishments: list[str]
+    active: bool
+    created_at: datetime
+
+
+class ClientWithSecret(ClientRead):
+    client_secret: str = Field(description="Shown once: only its hash is stored.")
+
+
+class KeyRotated(BaseModel):
+    kid: str
+    keys: list[str] = Field(description="Every kid the JWKS publishes now, newest first.")
+
+
+class AccessLogRead(ReadModel):
+    id: int
+    at: datetime
+    principal: str | None
+    method: str
+    route: str
+    path: str
+    status: int
+    duration_ms: float
+    request_id: str | None
+    client_ip: str | None
+
+
+class AccessLogPage(BaseModel):
+    items: list[AccessLogRead]
+    next_before_id: int | None = Field(
+        description="Pass it as `before_id` for the next (older) page; null on the last page."
+    )

@@ -1,0 +1,262 @@
+"""Administration: users, machine clients, the access log, the first admin of production."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import httpx
+import pytest
+from gateway_testing import DEMO_PASSWORD, bearer, client_token, password_token
+from pydantic import ValidationError
+
+from ght_gateway.main import create_app
+from ght_gateway.settings import Settings
+from ght_shared.testing.plugin import running_app
+from ght_shared.urls import plain_url
+
+NEW_USER = {
+    "username": "cadre.nord",
+    "display_name": "Cadre de gestion, pôle médecine (CH du Nord)",
+    "password": "a-long-enough-password",
+    "roles": ["pole_manager"],
+    "establishments": ["420000010"],
+    "pole": "MED",
+}
+
+
+@pytest.fixture
+async def admin(gateway: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await password_token(gateway, "admin"))
+
+
+async def test_an_admin_creates_a_user_who_can_then_log_in(gateway, admin):
+    response = await gateway.post("/admin/users", json=NEW_USER, headers=admin)
+
+    assert response.status_code == 201
+    created = response.json()
+    assert "password" not in created and "password_hash" not in created
+    assert created["roles"] == ["pole_manager"]
+    issued = await password_token(gateway, "cadre.nord", "a-long-enough-password")
+    me = (await gateway.get("/auth/me", headers=bearer(issued))).json()
+    assert me["establishments"] == ["420000010"]
+    assert me["pole"] == "MED"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"establishments": ["420000011"]}, "establishments"),  # wrong Luhn key
+        ({"establishments": ["*"]}, "establishments"),  # a pôle is in one establishment
+        ({"pole": None}, "establishments"),
+        ({"roles": ["it_system"]}, "roles"),
+        ({"roles": ["surgeon"]}, "roles"),
+        ({"password": "short"}, "password"),
+        ({"username": "Not Valid"}, "username"),
+        ({"nickname": "x"}, "nickname"),
+    ],
+)
+async def test_a_user_that_breaks_a_rule_is_refused_naming_the_field(gateway, admin, change, field):
+    body = {**NEW_USER, **change}
+
+    response = await gateway.post("/admin/users", json=body, headers=admin)
+
+    assert response.status_code == 422
+    problem = response.json()
+    named = {error["field"] for error in problem.get("errors", [])} | {problem.get("field")}
+    assert any(name and name.split(".")[0] == field for name in named), problem
+    assert (await gateway.get("/admin/users/cadre.nord", headers=admin)).status_code == 404
+
+
+async def test_a_username_is_taken_once(gateway, admin):
+    await gateway.post("/admin/users", json=NEW_USER, headers=admin)
+
+    response = await gateway.post("/admin/users", json=NEW_USER, headers=admin)
+
+    assert response.status_code == 409
+
+
+async def test_a_disabled_user_can_no_longer_log_in_nor_refresh(gateway, admin):
+    issued = await password_token(gateway, "lits.chu")
+
+    response = await gateway.patch("/admin/users/lits.chu", json={"active": False}, headers=admin)
+
+    assert response.status_code == 200
+    assert response.json()["active"] is False
+    login = await gateway.post(
+        "/auth/token",
+        data={"grant_type": "password", "username": "lits.chu", "password": DEMO_PASSWORD},
+    )
+    assert login.status_code == 401
+    refresh = await gateway.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+    )
+    assert refresh.status_code == 400
+
+
+async def test_a_role_change_must_still_fit_the_establishments(gateway, admin):
+    response = await gateway.patch(
+        "/admin/users/lits.chu", json={"roles": ["commission"]}, headers=admin
+    )
+    assert response.status_code == 422
+
+    response = await gateway.patch(
+        "/admin/users/lits.chu",
+        json={"roles": ["commission"], "establishments": ["*"]},
+        headers=admin,
+    )
+    assert response.status_code == 200
+    assert response.json()["establishments"] == ["*"]
+
+
+async def test_a_client_secret_is_shown_once_and_works(gateway, admin):
+    response = await gateway.post(
+        "/admin/clients",
+        json={
+            "client_id": "rh-nord",
+            "name": "Logiciel RH du CH du Nord",
+            "establishment": "420000010",
+        },
+        headers=admin,
+    )
+
+    assert response.status_code == 201
+    secret = response.json()["client_secret"]
+    issued = await client_token(gateway, "rh-nord", secret)
+    assert issued["access_token"]
+    listed = (await gateway.get("/admin/clients", headers=admin)).json()
+    assert all("client_secret" not in client and "secret_hash" not in client for client in listed)
+    assert "rh-nord" in {client["client_id"] for client in listed}
+
+
+async def test_a_new_client_secret_replaces_the_old_one(gateway, admin):
+    response = await gateway.patch(
+        "/admin/clients/si-chu", json={"rotate_secret": True}, headers=admin
+    )
+
+    assert response.status_code == 200
+    new_secret = response.json()["client_secret"]
+    await client_token(gateway, "si-chu", new_secret)
+    old = await gateway.post(
+        "/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "si-chu",
+            "client_secret": DEMO_PASSWORD,
+        },
+    )
+    assert old.status_code == 401
+
+
+async def test_a_client_needs_a_valid_finess(gateway, admin):
+    response = await gateway.post(
+        "/admin/clients",
+        json={"client_id": "rh-x", "name": "x", "establishment": "12345"},
+        headers=admin,
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "establishment"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/users"),
+        ("POST", "/admin/users"),
+        ("GET", "/admin/clients"),
+        ("POST", "/admin/keys/rotate"),
+        ("GET", "/admin/audit"),
+    ],
+)
+async def test_admin_routes_need_the_admin_scope(gateway, method, path):
+    assert (await gateway.request(method, path)).status_code == 401
+    for username in ("commission", "direction.chu", "effectifs.g4"):
+        token = bearer(await password_token(gateway, username))
+        response = await gateway.request(method, path, headers=token, json={})
+        assert response.status_code == 403, username
+    machine = bearer(await client_token(gateway, "si-chu"))
+    assert (await gateway.request(method, path, headers=machine, json={})).status_code == 403
+
+
+async def test_every_request_is_in_the_access_log_which_pages_with_filters(gateway, admin):
+    director = bearer(await password_token(gateway, "direction.chu"))
+    for _ in range(3):
+        await gateway.get("/auth/me", headers=director, params={"x": "1"})
+    await gateway.get("/auth/me")  # 401, no principal
+
+    page = (
+        await gateway.get(
+            "/admin/audit", params={"principal": "direction.chu", "limit": 2}, headers=admin
+        )
+    ).json()
+
+    assert len(page["items"]) == 2
+    assert all(item["principal"] == "direction.chu" for item in page["items"])
+    assert page["items"][0]["route"] == "/auth/me"
+    assert page["items"][0]["status"] == 200
+    assert page["items"][0]["request_id"]
+    older = (
+        await gateway.get(
+            "/admin/audit",
+            params={"principal": "direction.chu", "limit": 2, "before_id": page["next_before_id"]},
+            headers=admin,
+        )
+    ).json()
+    assert len(older["items"]) == 1
+    assert older["next_before_id"] is None
+    refused = (await gateway.get("/admin/audit", params={"status": 401}, headers=admin)).json()
+    assert [item["principal"] for item in refused["items"]] == [None]
+
+
+async def test_the_access_log_cannot_be_rewritten(gateway, admin, gateway_settings):
+    await gateway.get("/auth/me", headers=admin)
+    await gateway.get("/admin/audit", headers=admin)  # flushes the queue
+    conn = await asyncpg.connect(plain_url(gateway_settings.database_url))
+    try:
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("UPDATE access_log SET status = 200")
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("DELETE FROM access_log")
+    finally:
+        await conn.close()
+
+
+# -- production -----------------------------------------------------------------------------
+
+
+def test_production_settings_refuse_demo_identities_and_need_a_key_encryption_key():
+    with pytest.raises(ValidationError, match="demo"):
+        Settings(environment="production", demo=True, key_encryption_key="x" * 44)
+    with pytest.raises(ValidationError, match="KEY_ENCRYPTION_KEY"):
+        Settings(environment="production")
+
+
+async def test_the_first_admin_of_production_is_created_by_a_command(gateway_settings: Settings):
+    def create_admin(username: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ght_gateway.cli", "create-admin", "--username", username],
+            input=f"{password}\n",
+            env={
+                **os.environ,
+                "GATEWAY_DATABASE_URL": gateway_settings.database_url,
+                "GATEWAY_ENVIRONMENT": "test",
+            },
+            capture_output=True,
+            text=True,
+        )
+
+    created = await asyncio.to_thread(create_admin, "root.g4", "the-first-admin-password")
+    again = await asyncio.to_thread(create_admin, "root.g4", "the-first-admin-password")
+    short = await asyncio.to_thread(create_admin, "other", "short")
+
+    assert created.returncode == 0, created.stderr
+    assert again.returncode == 1 and "exists already" in again.stderr
+    assert short.returncode == 2 and "at least 12" in short.stderr
+    async with running_app(create_app(gateway_settings)) as client:
+        issued = await password_token(client, "root.g4", "the-first-admin-password")
+        assert "admin" in issued["scope"].split()
