@@ -46,6 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from ght_gateway import demo
 from ght_shared.devservers import NatsServer, PostgresServer, ServerError, port_in_use
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -574,10 +575,35 @@ class Stack:
             "",
             f"  data dir   {self.config.data_dir}",
             f"  logs dir   {self.config.logs_dir}",
-            "",
-            "--check: stopping now" if check else "Ctrl-C to stop",
         ]
+        if self.demo:
+            lines += demo_logins(self.endpoints()[GATEWAY.name])
+        lines += ["", "--check: stopping now" if check else "Ctrl-C to stop"]
         return "\n".join(lines)
+
+    @property
+    def demo(self) -> bool:
+        return self.component_env(GATEWAY)[f"{GATEWAY.env_prefix}DEMO"].lower() in ("1", "true")
+
+
+def demo_logins(gateway_url: str) -> list[str]:
+    """The demo identities, as the summary lists them (README: "Demo logins")."""
+    # A password chosen by the operator is not echoed on the terminal.
+    shown = "$GHT_DEMO_PASSWORD" if os.environ.get("GHT_DEMO_PASSWORD") else "demo"
+    width = max(len(user.username) for user in demo.USERS)
+    lines = ["", f"  demo logins (password: {shown})"]
+    lines += [f"    {user.username:<{width}}  {user.display_name}" for user in demo.USERS]
+    lines += ["", "  demo machine clients (client_credentials, secret: the same)"]
+    lines += [
+        f"    {e.client_id:<{width}}  {e.name} (FINESS {e.finess})" for e in demo.ESTABLISHMENTS
+    ]
+    lines += [
+        "",
+        "  a token for an establishment system:",
+        f"    curl -s {gateway_url}/auth/token -d grant_type=client_credentials \\",
+        f"      -d client_id={demo.ESTABLISHMENTS[0].client_id} -d client_secret={shown}",
+    ]
+    return lines
 
 
 def load_demo_data_if_empty(gateway_url: str, endpoints: Mapping[str, str]) -> None:

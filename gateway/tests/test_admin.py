@@ -260,3 +260,19 @@ async def test_the_first_admin_of_production_is_created_by_a_command(gateway_set
     async with running_app(create_app(gateway_settings)) as client:
         issued = await password_token(client, "root.g4", "the-first-admin-password")
         assert "admin" in issued["scope"].split()
+
+
+async def test_a_refused_oversized_body_is_logged_with_its_413(gateway, admin):
+    async def chunks():
+        for _ in range(40):
+            yield b"x" * 65536  # 2.5 MiB in all, over the 1 MiB limit, no Content-Length
+
+    response = await gateway.post(
+        "/auth/token",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 413
+    page = await gateway.get("/admin/audit", params={"path_prefix": "/auth/token"}, headers=admin)
+    assert [item["status"] for item in page.json()["items"]][:1] == [413]

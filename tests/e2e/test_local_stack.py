@@ -102,6 +102,8 @@ async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_al
             subprocess.run,
             [
                 str(SCHEMATHESIS),
+                "--config-file",
+                str(Path(__file__).with_name("schemathesis.toml")),
                 "run",
                 f"{base}/openapi.json",
                 *("--checks", "all", "--max-examples", "25", "--seed", "20261122"),

@@ -1,6 +1,6 @@
 """The access log: every request through the gateway, appended to the ``access_log`` table.
 
-Entries are queued by the middleware and written in batches by one background
+Entries are queued by a request observer and written in batches by one background
 task (one INSERT per batch), so logging costs a request no database round
 trip. The queue is bounded: if the database stays unreachable long enough to
 fill it, further entries are counted as dropped and logged as errors rather
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
@@ -106,30 +105,50 @@ class AccessLogWriter:
                 await session.execute(insert(AccessLogEntry), batch)
 
 
-class AccessMiddleware:
-    """Records each request in the access log and adds its ``RateLimit-*`` headers.
+def record_access(scope: Scope, status: int, duration_s: float) -> None:
+    """The request observer that appends one access-log entry per answered request.
 
-    Runs inside the shared request-context middleware, so the request id is known.
+    Called by the shared request-context middleware with the status the client really
+    got (a 413 sent while the body streamed in included).
     """
+    if scope["type"] != "http" or scope["path"].startswith(UNLOGGED_PATHS):
+        return
+    writer: AccessLogWriter | None = getattr(scope["app"].state, "access_log", None)
+    if writer is None:  # the lifespan has not run: nothing to write to
+        return
+    principal: Principal | None = scope.get("state", {}).get("principal")
+    client = scope.get("client")
+    writer.append(
+        {
+            "at": datetime.now(UTC) - timedelta(seconds=duration_s),
+            "principal": principal.sub if principal else None,
+            "method": scope["method"],
+            "route": route_label(scope),
+            "path": scope["path"][:2000],
+            "status": status,
+            "duration_ms": round(duration_s * 1000, 3),
+            "request_id": request_id_var.get(),
+            "client_ip": client[0] if client else None,
+        }
+    )
+
+
+class RateLimitHeadersMiddleware:
+    """Adds the caller's ``RateLimit-*`` headers (taken by ``security.gateway_principal``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(UNLOGGED_PATHS):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        at = datetime.now(UTC)
-        status = 500
         state: dict[str, Any] = scope.setdefault("state", {})
 
         async def send_with_limits(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
                 decision: Decision | None = state.get("rate_limit")
-                if decision is not None and status != 429:
+                if decision is not None and message["status"] != 429:
                     headers = message.setdefault("headers", [])
                     headers.extend(
                         (name.lower().encode(), value.encode())
@@ -137,22 +156,4 @@ class AccessMiddleware:
                     )
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_limits)
-        finally:
-            writer: AccessLogWriter = scope["app"].state.access_log
-            principal: Principal | None = state.get("principal")
-            client = scope.get("client")
-            writer.append(
-                {
-                    "at": at,
-                    "principal": principal.sub if principal else None,
-                    "method": scope["method"],
-                    "route": route_label(scope),
-                    "path": scope["path"][:2000],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "request_id": request_id_var.get(),
-                    "client_ip": client[0] if client else None,
-                }
-            )
+        await self.app(scope, receive, send_with_limits)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
@@ -23,11 +23,13 @@ from ght_gateway.schemas import (
     UserRead,
     UserUpdate,
 )
-from ght_gateway.security import AdminPrincipal
+from ght_gateway.security import AUTHENTICATED_RESPONSES, AdminPrincipal
 from ght_shared.audit import record_audit
 from ght_shared.db import SessionDep
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such account."}}
+
+router = APIRouter(prefix="/admin", tags=["admin"], responses=AUTHENTICATED_RESPONSES)
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -38,7 +40,13 @@ async def list_users(_: AdminPrincipal, session: SessionDep) -> list[UserAccount
     return list(await session.scalars(select(UserAccount).order_by(UserAccount.username)))
 
 
-@router.post("/users", status_code=201, summary="Create a user", response_model=UserRead)
+@router.post(
+    "/users",
+    status_code=201,
+    summary="Create a user",
+    response_model=UserRead,
+    responses={409: {"description": "The username is taken (`conflict`)."}},
+)
 async def create_user(body: UserCreate, admin: AdminPrincipal, session: SessionDep) -> UserAccount:
     user = await identity.create_user(
         session,
@@ -59,12 +67,14 @@ async def create_user(body: UserCreate, admin: AdminPrincipal, session: SessionD
     return user
 
 
-@router.get("/users/{username}", summary="One user", response_model=UserRead)
+@router.get("/users/{username}", summary="One user", response_model=UserRead, responses=_NOT_FOUND)
 async def read_user(username: str, _: AdminPrincipal, session: SessionDep) -> UserAccount:
     return await identity.get_user(session, username)
 
 
-@router.patch("/users/{username}", summary="Change a user", response_model=UserRead)
+@router.patch(
+    "/users/{username}", summary="Change a user", response_model=UserRead, responses=_NOT_FOUND
+)
 async def update_user(
     username: str, body: UserUpdate, admin: AdminPrincipal, session: SessionDep
 ) -> UserAccount:
@@ -101,6 +111,7 @@ async def list_clients(_: AdminPrincipal, session: SessionDep) -> list[MachineCl
     status_code=201,
     summary="Register an establishment's system (its secret is shown once)",
     response_model=ClientWithSecret,
+    responses={409: {"description": "The client id is taken (`conflict`)."}},
 )
 async def create_client(
     body: ClientCreate, admin: AdminPrincipal, session: SessionDep
@@ -127,6 +138,7 @@ async def create_client(
     "/clients/{client_id}",
     summary="Rename, disable or give a new secret to a client",
     response_model=ClientRead | ClientWithSecret,
+    responses=_NOT_FOUND,
 )
 async def update_client(
     client_id: str, body: ClientUpdate, admin: AdminPrincipal, session: SessionDep

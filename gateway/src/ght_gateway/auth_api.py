@@ -19,7 +19,7 @@ from ght_gateway.identity import (
 )
 from ght_gateway.runtime import gateway_of
 from ght_gateway.schemas import Me, TokenResponse
-from ght_gateway.security import GatewayPrincipal
+from ght_gateway.security import AUTHENTICATED_RESPONSES, GatewayPrincipal
 from ght_gateway.tokens import InvalidGrant, IssuedToken, ReusedRefreshToken, revoke
 from ght_shared.db import database_of
 from ght_shared.errors import DomainError, TooManyRequests
@@ -93,7 +93,7 @@ def _required(value: str | None, field: str, grant_type: str) -> str:
 )
 async def token(
     request: Request,
-    grant_type: Annotated[str, Form(description=" | ".join(GRANT_TYPES))],
+    grant_type: Annotated[str, Form(min_length=1, description=" | ".join(GRANT_TYPES))],
     username: Annotated[str | None, Form(max_length=200)] = None,
     password: Annotated[str | None, Form(max_length=1000)] = None,
     client_id: Annotated[str | None, Form(max_length=200)] = None,
@@ -166,7 +166,12 @@ async def jwks(request: Request, response: Response) -> dict[str, Any]:
     return await gateway_of(request).keys.jwks()
 
 
-@router.get("/auth/me", summary="Who the token says you are", response_model=Me)
+@router.get(
+    "/auth/me",
+    summary="Who the token says you are",
+    response_model=Me,
+    responses=AUTHENTICATED_RESPONSES,
+)
 async def me(principal: GatewayPrincipal) -> Me:
     return Me(
         sub=principal.sub,
@@ -183,7 +188,7 @@ async def me(principal: GatewayPrincipal) -> Me:
     "/auth/logout",
     status_code=204,
     summary="Revoke a refresh token (and every token of its login)",
-    responses={400: {"description": "No such refresh token"}},
+    responses={400: {"description": "No such refresh token"}, **AUTHENTICATED_RESPONSES},
 )
 async def logout(
     request: Request,

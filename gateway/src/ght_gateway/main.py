@@ -7,11 +7,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 import ght_gateway
-from ght_gateway import admin_api, auth_api
-from ght_gateway.access import AccessMiddleware
+from ght_gateway import admin_api, auth_api, feed, overview, proxy
+from ght_gateway.access import RateLimitHeadersMiddleware, record_access
+from ght_gateway.openapi import install_merged_openapi
 from ght_gateway.ratelimit import TokenBuckets
 from ght_gateway.runtime import identity_lifespan
 from ght_gateway.settings import Settings
+from ght_gateway.upstream import upstreams_lifespan
 from ght_shared.app import ServiceParts, create_service_app
 from ght_shared.auth import TokenVerifier
 
@@ -23,8 +25,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ServiceParts(
             title="gateway",
             description=ght_gateway.__doc__ or "",
-            routers=(auth_api.router, admin_api.router),
-            lifespans=(identity_lifespan,),
+            routers=(auth_api.router, admin_api.router, overview.router, feed.router, proxy.router),
+            lifespans=(identity_lifespan, feed.feed_lifespan, upstreams_lifespan),
+            upload_paths=settings.upstream_import_prefixes,
+            request_observers=(record_access,),
             middleware=(
                 Middleware(
                     CORSMiddleware,
@@ -45,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     ],
                     max_age=600,
                 ),
-                Middleware(AccessMiddleware),
+                Middleware(RateLimitHeadersMiddleware),
             ),
         ),
     )
@@ -54,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings, jwks_loader=lambda: app.state.gateway.keys.jwks()
     )
     app.state.request_buckets = TokenBuckets()
+    install_merged_openapi(app, settings.openapi_cache_s)
     return app

@@ -3,13 +3,13 @@
 ``GatewayPrincipal`` verifies the bearer token (the gateway's own keys, read
 in-process) and takes one token from the caller's rate-limit bucket; the
 decision is kept on the request so that every response carries its
-``RateLimit-*`` headers (``access.AccessMiddleware``).
+``RateLimit-*`` headers (``access.RateLimitHeadersMiddleware``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -62,6 +62,13 @@ async def gateway_principal(request: Request) -> Principal:
 
 
 GatewayPrincipal = Annotated[Principal, Depends(gateway_principal)]
+
+AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token (`unauthenticated`)."},
+    403: {"description": "The token lacks the scope this needs (`forbidden`)."},
+    429: {"description": "The caller's rate limit is exceeded (`rate_limited`, `Retry-After`)."},
+}
+"""The answers of every route behind :data:`GatewayPrincipal`, for the OpenAPI document."""
 
 
 def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:

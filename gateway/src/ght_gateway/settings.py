@@ -75,23 +75,6 @@ class Settings(ServiceSettings):
     upstream_retries: int = Field(default=2, ge=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
-
-    # Live feed.
-    feed_heartbeat_s: float = Field(
-        default=15.0, gt=0, description="Idle seconds before an SSE stream gets a comment line."
-    )
-    feed_ring_size: int = Field(
-        default=10_000, ge=1, description="Recent events kept in memory to resume a stream."
-    )
-    feed_client_queue: int = Field(
-        default=1_000, ge=1, description="Events waiting for one SSE client before it is dropped."
-    )
-    feed_max_clients: int = Field(
-        default=2_000, ge=1, description="SSE streams one gateway process serves at once."
-    )
-    feed_retry_ms: int = Field(
-        default=3_000, ge=0, description="Reconnection delay suggested to SSE clients."
-    )
     upstream_import_prefixes: tuple[str, ...] = Field(
         default=("/api/activity/imports", "/api/beds/imports", "/api/staffing/imports"),
         description="Gateway path prefixes of file imports: import timeout and upload body limit.",
@@ -110,6 +93,28 @@ class Settings(ServiceSettings):
     )
     openapi_cache_s: float = Field(
         default=30.0, ge=0, description="How long a service's fetched OpenAPI document is reused."
+    )
+
+    # Live feed.
+    feed_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Idle seconds before an SSE stream gets a comment line."
+    )
+    feed_ring_size: int = Field(
+        default=10_000, ge=1, description="Recent events kept in memory to resume a stream."
+    )
+    feed_client_queue: int = Field(
+        default=1_000, ge=1, description="Events waiting for one SSE client before it is dropped."
+    )
+    feed_max_clients: int = Field(
+        default=2_000, ge=1, description="SSE streams one gateway process serves at once."
+    )
+    feed_retry_ms: int = Field(
+        default=3_000, ge=0, description="Reconnection delay suggested to SSE clients."
+    )
+
+    # Territorial overview.
+    overview_timeout_s: float = Field(
+        default=3.0, gt=0, description="How long the overview waits for each service's part."
     )
 
     @property

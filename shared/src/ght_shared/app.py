@@ -28,12 +28,17 @@ from ght_shared.errors import install_error_handlers, problem, unexpected_error_
 from ght_shared.logs import configure_logging
 from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics, install_metrics, route_label
+from ght_shared.openapi import install_problem_openapi
 from ght_shared.outbox import OutboxRelay
 from ght_shared.settings import ServiceSettings
 from ght_shared.streams import STREAMS, ensure_stream
 
 _log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+RequestObserver = Callable[[Scope, int, float], None]
+"""Sees each answered request, in its context (request id), after the response: no await."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class ServiceParts:
     consumers: Sequence[ConsumerSpec] = ()
     middleware: Sequence[Middleware] = ()
     """The service's own middleware, inside the request context (request id, body limit)."""
+    request_observers: Sequence[RequestObserver] = ()
+    """Called once per request with the status the client got and the duration (seconds)."""
     version: str = "0.1.0"
     extra_tags: Sequence[dict[str, str]] = field(default_factory=tuple)
 
@@ -86,12 +93,14 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         max_upload_bytes: int,
         upload_paths: Sequence[str] = (),
+        observers: Sequence[RequestObserver] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.upload_paths = tuple(upload_paths)
+        self.observers = tuple(observers)
 
     def _body_limit(self, path: str) -> int:
         if self.upload_paths and path.startswith(self.upload_paths):
@@ -183,6 +192,11 @@ class RequestContextMiddleware:
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )
+            for observe in self.observers:
+                try:
+                    observe(scope, status, elapsed)
+                except Exception:
+                    _log.exception("request observer failed")
             request_id_var.reset(rid_token)
             traceparent_var.reset(tp_token)
 
@@ -213,6 +227,7 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
     app.state.metrics = metrics
     app.state.token_verifier = TokenVerifier(settings)
     install_error_handlers(app)
+    install_problem_openapi(app)
     install_metrics(app, metrics)
     for middleware in reversed(parts.middleware):  # the first listed runs first
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
@@ -222,6 +237,7 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         upload_paths=parts.upload_paths,
+        observers=parts.request_observers,
     )
     app.include_router(health.router)
     for router in parts.routers:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ght_shared.context import request_id_var
 
@@ -165,17 +166,53 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_UNPARSABLE_BODY = "There was an error parsing the body"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers to, over all its routes (Starlette names the first's)."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
         exc.status_code, "http_error"
     )
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # FastAPI's answer to a body it cannot decode: the same shape as a JSON syntax error.
+        return problem(
+            422,
+            "validation_failed",
+            "Invalid request",
+            "The request body cannot be parsed.",
+            errors=[
+                {
+                    "field": "body",
+                    "in": "body",
+                    "rule": "unparsable",
+                    "message": "The body is not valid for its Content-Type (encoding, syntax).",
+                }
+            ],
+        )
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     return problem(
         exc.status_code,
         code,
         str(exc.detail) if exc.status_code != 404 else "Not found",
         str(exc.detail),
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers or None,
     )
 
 

@@ -1,0 +1,131 @@
+"""``GET /api/territory/overview`` against real service processes, one of them stopped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD, bearer, client_token, password_token
+from routing_servers import (
+    GatewayServer,
+    ServiceStack,
+    UvicornProcess,
+    dead_url,
+    echo_process,
+    shared_service_stack,
+)
+
+from ght_gateway.roles import SERVICES
+from ght_gateway.settings import Settings, Upstreams
+from ght_shared.testing.plugin import PostgresHandle
+
+pytestmark = pytest.mark.xdist_group("gateway-routing")
+
+CHU, NORD = "420784878", "420000010"
+
+
+@pytest.fixture(scope="module")
+async def services(
+    postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ServiceStack]:
+    stack, started = await shared_service_stack(postgres, tmp_path_factory.mktemp("services"))
+    yield stack
+    if started:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+async def echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UvicornProcess]:
+    process = echo_process(tmp_path_factory.mktemp("echo"))
+    await process.start()
+    yield process
+    process.stop()
+
+
+async def _gateway_settings(make_settings: Any, **upstreams: str) -> Settings:
+    settings: Settings = await make_settings(
+        Settings,
+        ALEMBIC_INI,
+        demo=True,
+        demo_password=DEMO_PASSWORD,
+        jwt_public_key=None,
+        upstreams=Upstreams(**upstreams),
+        overview_timeout_s=2.0,
+    )
+    return settings
+
+
+async def test_every_part_says_not_available_yet_while_the_services_have_no_overview(
+    services: ServiceStack, make_settings: Any
+):
+    settings = await _gateway_settings(
+        make_settings, **{service: services.url(service) for service in SERVICES}
+    )
+    async with GatewayServer(settings) as server, server.client() as client:
+        response = await client.get(
+            "/api/territory/overview", headers=bearer(await password_token(client, "commission"))
+        )
+
+    assert response.status_code == 200
+    overview = response.json()
+    assert {s: part["status"] for s, part in overview["parts"].items()} == {
+        service: "not_available_yet" for service in SERVICES
+    }
+    assert overview["establishments"] == []
+
+
+async def test_with_one_service_stopped_the_others_parts_are_still_returned(
+    services: ServiceStack, echo: UvicornProcess, make_settings: Any
+):
+    settings = await _gateway_settings(
+        make_settings,
+        contracts=services.url("contracts"),
+        activity=services.url("activity"),
+        beds=echo.url,  # a service that publishes its overview
+        staffing=dead_url(),  # stopped
+    )
+    async with GatewayServer(settings) as server, server.client() as client:
+        commission = bearer(await password_token(client, "commission"))
+        response = await client.get("/api/territory/overview", headers=commission)
+
+    assert response.status_code == 200
+    overview = response.json()
+    statuses = {service: part["status"] for service, part in overview["parts"].items()}
+    assert statuses == {
+        "contracts": "not_available_yet",
+        "activity": "not_available_yet",
+        "beds": "ok",
+        "staffing": "unavailable",
+    }
+    assert "staffing" in overview["parts"]["staffing"]["detail"]
+    by_finess = {e["finess"]: e["parts"] for e in overview["establishments"]}
+    assert by_finess[NORD]["beds"]["strain_level"] == "crisis"
+    assert by_finess[NORD]["staffing"] is None
+    assert overview["territory"]["beds"]["with_token"] is True  # the caller's token went along
+    assert overview["territory"]["beds"]["asked_for"] == []  # the whole territory
+
+
+async def test_an_establishment_asks_for_and_sees_only_its_own_part(
+    echo: UvicornProcess, make_settings: Any
+):
+    settings = await _gateway_settings(make_settings, beds=echo.url)
+    async with GatewayServer(settings) as server, server.client() as client:
+        system = bearer(await client_token(client, "si-ch-nord"))
+        overview = (await client.get("/api/territory/overview", headers=system)).json()
+
+    assert [e["finess"] for e in overview["establishments"]] == [NORD]
+    assert overview["territory"]["beds"]["asked_for"] == [NORD]
+
+
+async def test_the_overview_needs_a_token_with_the_territory_scope(
+    echo: UvicornProcess, make_settings: Any
+):
+    settings = await _gateway_settings(make_settings, beds=echo.url)
+    async with GatewayServer(settings) as server, server.client() as client:
+        assert (await client.get("/api/territory/overview")).status_code == 401
+        narrow = bearer(await password_token(client, "lits.chu", scope="beds:read"))
+        response = await client.get("/api/territory/overview", headers=narrow)
+
+    assert response.status_code == 403
+    assert response.json()["required_scope"] == "territory:read"
