@@ -6,38 +6,44 @@ keeps in its database: nothing is minted by the test key of the plugin.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD, bearer, client_token, password_token
+from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD
+from routing_servers import ServiceStack, UvicornProcess, echo_process, start_service_stack
 
 from ght_gateway.main import create_app
 from ght_gateway.settings import Settings
-from ght_shared.testing.plugin import running_app
-
-__all__ = ["ALEMBIC_INI", "DEMO_PASSWORD", "bearer", "client_token", "password_token"]
+from ght_shared.testing.plugin import PostgresHandle, running_app
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+GatewaySettingsFactory = Callable[..., Awaitable[Settings]]
 
 
-async def _settings(make_settings: Any, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "demo": True,
-        "demo_password": DEMO_PASSWORD,
-        "jwt_public_key": None,  # the gateway verifies with its own keys
-    }
-    values.update(overrides)
-    settings: Settings = await make_settings(Settings, ALEMBIC_INI, **values)
-    return settings
+@pytest.fixture(scope="session")
+def make_gateway_settings(make_settings: Any) -> GatewaySettingsFactory:
+    """``await make_gateway_settings(upstreams=...)``: demo gateway settings on a fresh database."""
+
+    async def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "demo": True,
+            "demo_password": DEMO_PASSWORD,
+            "jwt_public_key": None,  # the gateway verifies with its own keys
+        }
+        values.update(overrides)
+        settings: Settings = await make_settings(Settings, ALEMBIC_INI, **values)
+        return settings
+
+    return build
 
 
 @pytest.fixture
-async def gateway_settings(make_settings: Any) -> Settings:
-    return await _settings(make_settings)
+async def gateway_settings(make_gateway_settings: GatewaySettingsFactory) -> Settings:
+    return await make_gateway_settings()
 
 
 @pytest.fixture
@@ -52,8 +58,27 @@ async def gateway(gateway_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(scope="session")
+async def services(
+    postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ServiceStack]:
+    """The four services as uvicorn processes on fresh databases, for the whole session."""
+    stack = await start_service_stack(postgres, tmp_path_factory.mktemp("services"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+async def echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UvicornProcess]:
+    """The test-only upstream (``echo_upstream.py``) as a uvicorn process."""
+    process = echo_process(tmp_path_factory.mktemp("echo"))
+    await process.start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
-def gateway_with(make_settings: Any) -> GatewayFactory:
+def gateway_with(make_gateway_settings: GatewaySettingsFactory) -> GatewayFactory:
     """A gateway with other settings.
 
     ``async with gateway_with(login_max_failures=2) as client: ...``
@@ -61,7 +86,7 @@ def gateway_with(make_settings: Any) -> GatewayFactory:
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        settings = await _settings(make_settings, **overrides)
+        settings = await make_gateway_settings(**overrides)
         async with running_app(create_app(settings)) as client:
             yield client
 

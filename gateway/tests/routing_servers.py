@@ -172,21 +172,6 @@ async def start_service_stack(postgres: PostgresHandle, root: Path) -> ServiceSt
     return stack
 
 
-_shared_stack: ServiceStack | None = None
-
-
-async def shared_service_stack(postgres: PostgresHandle, root: Path) -> tuple[ServiceStack, bool]:
-    """The process's one service stack, and whether this call started it (and must stop it).
-
-    Both routing test modules use it; starting four services twice would double their cost.
-    """
-    global _shared_stack
-    if _shared_stack is not None:
-        return _shared_stack, False
-    _shared_stack = await start_service_stack(postgres, root)
-    return _shared_stack, True
-
-
 def echo_process(root: Path, port: int | None = None) -> UvicornProcess:
     """The echo upstream (``echo_upstream.py``), not started yet."""
     return UvicornProcess(

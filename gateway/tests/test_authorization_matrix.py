@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD, bearer, client_token, password_token
-from routing_servers import GatewayServer, UvicornProcess, echo_process
+from gateway_testing import bearer, client_token, password_token
+from routing_servers import GatewayServer, UvicornProcess
 
 from ght_gateway.roles import SERVICES
-from ght_gateway.settings import Settings, Upstreams
+from ght_gateway.settings import Upstreams
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 
@@ -47,22 +47,11 @@ PRINCIPALS = {
 
 
 @pytest.fixture(scope="module")
-async def echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UvicornProcess]:
-    process = echo_process(tmp_path_factory.mktemp("echo"))
-    await process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-async def client(echo: UvicornProcess, make_settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings: Settings = await make_settings(
-        Settings,
-        ALEMBIC_INI,
-        demo=True,
-        demo_password=DEMO_PASSWORD,
-        jwt_public_key=None,
-        upstreams=Upstreams(**{service: echo.url for service in SERVICES}),
+async def client(
+    echo: UvicornProcess, make_gateway_settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = await make_gateway_settings(
+        upstreams=Upstreams(**{service: echo.url for service in SERVICES})
     )
     async with GatewayServer(settings) as server, server.client() as client:
         yield client

@@ -27,7 +27,7 @@ import orjson
 import pytest
 import uvicorn
 from fastapi.openapi.utils import get_openapi
-from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD, bearer, client_token, password_token
+from gateway_testing import DEMO_PASSWORD, bearer, client_token, password_token
 from prometheus_client import CollectorRegistry
 
 from ght_gateway.feed import EventRing, FeedClosing, FeedEvent, LiveFeed
@@ -165,14 +165,9 @@ class LiveGateway:
 
 
 @pytest.fixture(scope="module")
-async def live(make_settings: Any) -> AsyncIterator[LiveGateway]:
+async def live(make_gateway_settings: Any) -> AsyncIterator[LiveGateway]:
     """The gateway app served by uvicorn on a free port, following every stream."""
-    settings: Settings = await make_settings(
-        Settings,
-        ALEMBIC_INI,
-        demo=True,
-        demo_password=DEMO_PASSWORD,
-        jwt_public_key=None,
+    settings: Settings = await make_gateway_settings(
         feed_heartbeat_s=HEARTBEAT_S,
         feed_client_queue=CLIENT_QUEUE,
         feed_ring_size=RING_SIZE,

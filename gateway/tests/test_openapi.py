@@ -10,13 +10,11 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD
-from routing_servers import GatewayServer, ServiceStack, dead_url, shared_service_stack
+from routing_servers import GatewayServer, ServiceStack, dead_url
 
 from ght_gateway.openapi import GATEWAY_BEARER, merge_documents
 from ght_gateway.roles import SERVICES
-from ght_gateway.settings import Settings, Upstreams
-from ght_shared.testing.plugin import PostgresHandle
+from ght_gateway.settings import Upstreams
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 
@@ -251,30 +249,13 @@ def test_the_documents_given_are_not_changed_by_the_merge() -> None:
 # -- against the real services -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-async def services(
-    postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ServiceStack]:
-    stack, started = await shared_service_stack(postgres, tmp_path_factory.mktemp("services"))
-    yield stack
-    if started:
-        stack.stop()
-
-
 @pytest.fixture
 async def gateway(
-    make_settings: Any, services: ServiceStack
+    make_gateway_settings: Any, services: ServiceStack
 ) -> AsyncIterator[tuple[GatewayServer, httpx.AsyncClient]]:
     """The gateway with contracts, activity and beds running, staffing down."""
     urls = {service: services.url(service) for service in SERVICES if service != "staffing"}
-    settings: Settings = await make_settings(
-        Settings,
-        ALEMBIC_INI,
-        demo=True,
-        demo_password=DEMO_PASSWORD,
-        jwt_public_key=None,
-        upstreams=Upstreams(**urls, staffing=dead_url()),
-    )
+    settings = await make_gateway_settings(upstreams=Upstreams(**urls, staffing=dead_url()))
     async with GatewayServer(settings) as server, server.client() as client:
         yield server, client
 

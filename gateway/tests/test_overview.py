@@ -2,65 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD, bearer, client_token, password_token
+from gateway_testing import bearer, client_token, password_token
 from routing_servers import (
     GatewayServer,
     ServiceStack,
     UvicornProcess,
     dead_url,
-    echo_process,
-    shared_service_stack,
 )
 
 from ght_gateway.roles import SERVICES
-from ght_gateway.settings import Settings, Upstreams
-from ght_shared.testing.plugin import PostgresHandle
+from ght_gateway.settings import Upstreams
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 
 CHU, NORD = "420784878", "420000010"
 
 
-@pytest.fixture(scope="module")
-async def services(
-    postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ServiceStack]:
-    stack, started = await shared_service_stack(postgres, tmp_path_factory.mktemp("services"))
-    yield stack
-    if started:
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-async def echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UvicornProcess]:
-    process = echo_process(tmp_path_factory.mktemp("echo"))
-    await process.start()
-    yield process
-    process.stop()
-
-
-async def _gateway_settings(make_settings: Any, **upstreams: str) -> Settings:
-    settings: Settings = await make_settings(
-        Settings,
-        ALEMBIC_INI,
-        demo=True,
-        demo_password=DEMO_PASSWORD,
-        jwt_public_key=None,
-        upstreams=Upstreams(**upstreams),
-        overview_timeout_s=2.0,
-    )
-    return settings
+def _upstreams(**urls: str) -> dict[str, Any]:
+    return {"upstreams": Upstreams(**urls), "overview_timeout_s": 2.0}
 
 
 async def test_every_part_says_not_available_yet_while_the_services_have_no_overview(
-    services: ServiceStack, make_settings: Any
+    services: ServiceStack, make_gateway_settings: Any
 ):
-    settings = await _gateway_settings(
-        make_settings, **{service: services.url(service) for service in SERVICES}
+    settings = await make_gateway_settings(
+        **_upstreams(**{service: services.url(service) for service in SERVICES})
     )
     async with GatewayServer(settings) as server, server.client() as client:
         response = await client.get(
@@ -76,14 +45,15 @@ async def test_every_part_says_not_available_yet_while_the_services_have_no_over
 
 
 async def test_with_one_service_stopped_the_others_parts_are_still_returned(
-    services: ServiceStack, echo: UvicornProcess, make_settings: Any
+    services: ServiceStack, echo: UvicornProcess, make_gateway_settings: Any
 ):
-    settings = await _gateway_settings(
-        make_settings,
-        contracts=services.url("contracts"),
-        activity=services.url("activity"),
-        beds=echo.url,  # a service that publishes its overview
-        staffing=dead_url(),  # stopped
+    settings = await make_gateway_settings(
+        **_upstreams(
+            contracts=services.url("contracts"),
+            activity=services.url("activity"),
+            beds=echo.url,  # a service that publishes its overview
+            staffing=dead_url(),  # stopped
+        )
     )
     async with GatewayServer(settings) as server, server.client() as client:
         commission = bearer(await password_token(client, "commission"))
@@ -107,9 +77,9 @@ async def test_with_one_service_stopped_the_others_parts_are_still_returned(
 
 
 async def test_an_establishment_asks_for_and_sees_only_its_own_part(
-    echo: UvicornProcess, make_settings: Any
+    echo: UvicornProcess, make_gateway_settings: Any
 ):
-    settings = await _gateway_settings(make_settings, beds=echo.url)
+    settings = await make_gateway_settings(**_upstreams(beds=echo.url))
     async with GatewayServer(settings) as server, server.client() as client:
         system = bearer(await client_token(client, "si-ch-nord"))
         overview = (await client.get("/api/territory/overview", headers=system)).json()
@@ -119,9 +89,9 @@ async def test_an_establishment_asks_for_and_sees_only_its_own_part(
 
 
 async def test_the_overview_needs_a_token_with_the_territory_scope(
-    echo: UvicornProcess, make_settings: Any
+    echo: UvicornProcess, make_gateway_settings: Any
 ):
-    settings = await _gateway_settings(make_settings, beds=echo.url)
+    settings = await make_gateway_settings(**_upstreams(beds=echo.url))
     async with GatewayServer(settings) as server, server.client() as client:
         assert (await client.get("/api/territory/overview")).status_code == 401
         narrow = bearer(await password_token(client, "lits.chu", scope="beds:read"))

@@ -19,14 +19,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD, bearer, client_token, password_token
+from gateway_testing import bearer, client_token, password_token
 from routing_servers import (
     GatewayServer,
     ServiceStack,
     UvicornProcess,
     dead_url,
     echo_process,
-    shared_service_stack,
 )
 
 from ght_gateway import proxy
@@ -35,7 +34,6 @@ from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Settings, Upstreams
 from ght_gateway.upstream import BreakerState, CircuitBreaker, Upstream
 from ght_shared.errors import install_error_handlers
-from ght_shared.testing.plugin import PostgresHandle
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 
@@ -47,29 +45,9 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="session")
-async def services(
-    postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ServiceStack]:
-    stack, started = await shared_service_stack(postgres, tmp_path_factory.mktemp("services"))
-    yield stack
-    if started:
-        stack.stop()
-
-
-@pytest.fixture(scope="session")
-async def echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UvicornProcess]:
-    process = echo_process(tmp_path_factory.mktemp("echo"))
-    await process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="session")
-async def base_settings(make_settings: Any) -> Settings:
+async def base_settings(make_gateway_settings: Any) -> Settings:
     """The gateway on one migrated database for the module: its keys sign every token here."""
-    settings: Settings = await make_settings(
-        Settings, ALEMBIC_INI, demo=True, demo_password=DEMO_PASSWORD, jwt_public_key=None
-    )
+    settings: Settings = await make_gateway_settings()
     return settings
 
 
