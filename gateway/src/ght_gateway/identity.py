@@ -163,30 +163,42 @@ class LoginGuard:
             _log.warning("login failed", extra={"account": account, "ip": ip})
 
 
+async def _check_secret(
+    session: AsyncSession,
+    guard: LoginGuard,
+    account: str,
+    ip: str | None,
+    stored: UserAccount | MachineClient | None,
+    secret: str,
+) -> None:
+    """Refuse a throttled account, an unknown or disabled one or a wrong secret; log the try."""
+    await guard.check(session, account, ip)
+    if stored is None:
+        hashed = _UNKNOWN_ACCOUNT_HASH  # as costly as a known account: no timing oracle
+    else:
+        hashed = stored.password_hash if isinstance(stored, UserAccount) else stored.secret_hash
+    valid = await verify_secret(hashed, secret)
+    ok = stored is not None and valid and stored.active
+    await guard.record(session, account, ip, success=ok)
+    if not ok:
+        raise InvalidCredentials("Unknown account or wrong password or secret.")
+
+
 async def authenticate_user(
     session: AsyncSession, guard: LoginGuard, username: str, password: str, ip: str | None
 ) -> Identity:
-    await guard.check(session, username, ip)
     user = await session.scalar(select(UserAccount).where(UserAccount.username == username))
-    valid = await verify_secret(user.password_hash if user else _UNKNOWN_ACCOUNT_HASH, password)
-    if user is None or not valid or not user.active:
-        await guard.record(session, username, ip, success=False)
-        raise InvalidCredentials("Unknown user or wrong password.")
-    await guard.record(session, username, ip, success=True)
+    await _check_secret(session, guard, username, ip, user, password)
+    assert user is not None
     return user_identity(user)
 
 
 async def authenticate_client(
     session: AsyncSession, guard: LoginGuard, client_id: str, secret: str, ip: str | None
 ) -> Identity:
-    account = f"client:{client_id}"
-    await guard.check(session, account, ip)
     client = await session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
-    valid = await verify_secret(client.secret_hash if client else _UNKNOWN_ACCOUNT_HASH, secret)
-    if client is None or not valid or not client.active:
-        await guard.record(session, account, ip, success=False)
-        raise InvalidCredentials("Unknown client or wrong secret.")
-    await guard.record(session, account, ip, success=True)
+    await _check_secret(session, guard, f"client:{client_id}", ip, client, secret)
+    assert client is not None
     return client_identity(client)
 
 
