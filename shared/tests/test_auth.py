@@ -441,6 +441,29 @@ class TestTheJwksCache:
 # --- Principal ------------------------------------------------------------------------
 
 
+class TestVerifiedTokens:
+    async def test_are_remembered_until_they_expire_and_then_refused(self, signing_key, make_token):
+        verifier = TokenVerifier(_static_settings(signing_key.public_pem, jwt_leeway_s=0))
+        token = make_token(ttl_s=1)
+
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) is first  # no second signature check
+
+        await asyncio.sleep(1.1)
+        refused = await _refused(verifier, token)
+        assert "expired" in refused.detail.lower()
+
+    async def test_are_verified_again_after_a_key_change(self, signing_key, make_token):
+        verifier = TokenVerifier(_static_settings(signing_key.public_pem))
+        token = make_token()
+        first = await verifier.verify(token)
+
+        verifier.forget_keys()
+
+        again = await verifier.verify(token)
+        assert again == first and again is not first
+
+
 class TestAPrincipal:
     def test_acts_for_its_own_establishments_only(self):
         principal = Principal(sub="u", establishments=("750000001", "750000002"))

@@ -95,6 +95,29 @@ async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_al
             assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
             assert (await client.get(f"{base}/metrics")).status_code == 200
 
+    # The demo identities exist: a machine client gets a token and reaches every service
+    # through the gateway.
+    for login in ("admin", "si-chu", "lits.chu"):
+        assert login in summary
+    gateway = f"http://127.0.0.1:{env['GHT_PORT_GATEWAY']}"
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        issued = await client.post(
+            "/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "si-chu",
+                "client_secret": "demo",
+            },
+        )
+        assert issued.status_code == 200, issued.text
+        bearer = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+        for service in ("contracts", "activity", "beds", "staffing"):
+            ready = await client.get(f"/api/{service}/health/ready", headers=bearer)
+            assert ready.status_code == 200, (service, ready.text)
+        overview = await client.get("/api/territory/overview", headers=bearer)
+        assert overview.status_code == 200
+        assert set(overview.json()["parts"]) == {"contracts", "activity", "beds", "staffing"}
+
     # Property-based conformance of every component's API to its own OpenAPI document.
     for name in COMPONENTS:
         base = f"http://127.0.0.1:{env[f'GHT_PORT_{name}']}"

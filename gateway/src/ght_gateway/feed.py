@@ -31,6 +31,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
@@ -51,11 +52,13 @@ _log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 
-# JetStream side. A fetch waits this long for events; the server's idle heartbeats
-# during it tell "no event yet" from "the consumer or the connection is gone".
+# JetStream side. A fetch waits this long for events. No idle heartbeats on it: with them
+# nats-py may hold an event until the next heartbeat (up to 0.5 s measured); instead an
+# idle subscription asks for its consumer every CONSUMER_CHECK_S, to tell "no event yet"
+# from "the consumer or the connection is gone" (a NATS restart).
 FETCH_BATCH = 256
 FETCH_TIMEOUT_S = 2.0
-FETCH_HEARTBEAT_S = 0.5
+CONSUMER_CHECK_S = 5.0
 # The server deletes a consumer nobody pulls from for this long (a gateway that died).
 CONSUMER_INACTIVE_S = 60.0
 RESUBSCRIBE_MIN_S = 0.5
@@ -569,14 +572,18 @@ class _StreamFollower:
 
     async def _forward(self, subscription: JetStreamContext.PullSubscription) -> None:
         delivered = 0
+        checked_at = time.monotonic()
         while not self.feed.stopped:
             try:
-                messages = await subscription.fetch(
-                    FETCH_BATCH, FETCH_TIMEOUT_S, heartbeat=FETCH_HEARTBEAT_S
-                )
-            except FetchTimeoutError:
-                continue  # heartbeats came: the consumer is alive, nothing was published
-            # Any other error (no heartbeat, no responder) goes up: resubscribe.
+                messages = await subscription.fetch(FETCH_BATCH, FETCH_TIMEOUT_S)
+            except (FetchTimeoutError, NatsTimeoutError):
+                if time.monotonic() - checked_at > CONSUMER_CHECK_S:
+                    # Raises (not found, no responders) when the server lost the consumer.
+                    await subscription.consumer_info()
+                    checked_at = time.monotonic()
+                continue  # nothing was published
+            # Any other error (no responder, connection closed) goes up: resubscribe.
+            checked_at = time.monotonic()
             for message in messages:
                 sequences = message.metadata.sequence
                 delivered += 1

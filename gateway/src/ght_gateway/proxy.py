@@ -99,7 +99,7 @@ class ServiceRoute(APIRoute):
 router = APIRouter(tags=["routing"], route_class=ServiceRoute)
 
 
-def _known_service(service: str) -> str:
+async def _known_service(service: str) -> str:
     if service not in SERVICES:
         raise UnknownService(service)
     return service

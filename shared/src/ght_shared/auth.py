@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from ght_shared.settings import ServiceSettings
 
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
 TERRITORY = "*"
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class Principal(BaseModel):
@@ -82,9 +84,28 @@ class TokenVerifier:
         self._refresh_lock = asyncio.Lock()
         self._http = http
         self._jwks_loader = jwks_loader
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
-        """Return the principal of a valid token; raise :class:`Unauthenticated` otherwise."""
+        """Return the principal of a valid token; raise :class:`Unauthenticated` otherwise.
+
+        A token verified once is remembered until its ``exp`` (a client sends the same
+        token with each request; a signature check costs more than the rest of a hop).
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at is not None and time.time() < cached.expires_at:
+                self._verified.move_to_end(token)
+                return cached
+            del self._verified[token]
+        principal = await self._verify(token)
+        if principal.expires_at is not None:
+            self._verified[token] = principal
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -165,9 +186,10 @@ class TokenVerifier:
         self._fetched_at = time.monotonic()
 
     def forget_keys(self) -> None:
-        """Reload the key set on the next token (after a rotation by this process)."""
+        """Reload the key set, and verify every token again (after a key change)."""
         self._fetched_at = 0.0
         self._attempted_at = 0.0
+        self._verified.clear()
 
     async def _load_jwks(self) -> dict[str, Any]:
         if self._jwks_loader is not None:

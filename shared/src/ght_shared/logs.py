@@ -53,4 +53,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     # Requests are logged once, with their request id, by the request-context middleware.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every call at INFO; the gateway's calls to the services are counted in
+    # its metrics and its requests logged once already.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("nats").setLevel(logging.CRITICAL)
