@@ -10,10 +10,11 @@ bounded number of publishes in flight awaiting their PubAcks (ratio target ≥ 0
 By default a throwaway PostgreSQL (fsync on, synchronous_commit on) and NATS
 (``sync_interval: always``) are started in a temporary directory; ``--database-url``
 and ``--nats-url`` (or ``BENCH_DATABASE_URL`` / ``BENCH_NATS_URL``) use external ones.
-The writers, the relay and the consumer share one Python process and event loop,
-as :class:`ght_shared.testing.pipeline.Pipeline` runs them and as a service runs its
-relay and consumers; the loop is uvloop, as under ``uvicorn[standard]`` in ``make run``
-(``--loop asyncio`` for the standard one).
+The writers and the relay run in this process, as the producing service runs its relay;
+the consumer runs in a child process ("spawn") with its own event loop, database pool
+and NATS connection, as the consuming service runs it. Sharing one loop among all three
+would measure that loop's queueing, not the pipeline. Each loop is uvloop, as under
+``uvicorn[standard]`` in ``make run`` (``--loop asyncio`` for the standard one).
 
 Run: ``.venv/bin/python bench/outbox_throughput.py [--events 50000] [--rate 200]``.
 A missed target is reported, not an error: the exit code is 0 once the run completes.
@@ -24,21 +25,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import random
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import nats
 import uvloop
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,17 +52,22 @@ from ght_shared.context import traceparent_var
 from ght_shared.db import Database
 from ght_shared.devservers import NatsServer, PostgresServer, free_port
 from ght_shared.events import Event, new_event
+from ght_shared.messaging import NatsConnection
+from ght_shared.metrics import ServiceMetrics
 from ght_shared.settings import ServiceSettings
 from ght_shared.testing.effects import EffectProbe, count_effects, create_effect_table
 from ght_shared.testing.pipeline import Pipeline
 from ght_shared.testing.plugin import create_infra_database
 from ght_shared.urls import plain_url
 
+T = TypeVar("T")
+
 TARGET_THROUGHPUT = 2_000.0  # events/s, writer commit → consumer commit
 TARGET_P99_MS = 50.0  # at a steady --rate
 TARGET_RATIO = 0.5  # pipeline throughput / raw JetStream publish throughput
 
 RAW_STREAM = "BENCHRAW"
+STREAM = "BEDS"  # the pipeline's stream
 ENVELOPE_BYTES = 600  # about the size of a real event envelope
 
 
@@ -205,17 +215,69 @@ async def raw_publish_rate(nats_url: str, messages: int, in_flight: int, size: i
 
 
 # --------------------------------------------------------------------------------------------
-# A consumer that stamps when each event's batch committed
+# The consumer, in a process of its own
 # --------------------------------------------------------------------------------------------
+
+LoopName = Literal["uvloop", "asyncio"]
+Signal = Literal["subscribed", "warm"]
+
+SUBSCRIBE_TIMEOUT_S = 60.0  # spawning the child and importing its modules included
+REPORT_GRACE_S = 15.0  # beyond the child's own timeout, for its report to arrive
+STOP_TIMEOUT_S = 15.0  # for the child to drain and close once it has reported
+
+
+def run_loop(loop: LoopName, main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on a new event loop of the kind asked for."""
+    if loop == "uvloop":
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def quiet_logging() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    # The NATS client's "disconnected" warning on closing each connection is noise here.
+    logging.getLogger("ght_shared.messaging").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class ConsumerJob:
+    """What the consumer process is to do (pickled to the spawned child)."""
+
+    database_url: str
+    nats_url: str
+    service_name: str
+    probe_entity: str  # the EffectProbe whose events it applies
+    target: int  # events handled, after which it reports
+    warmup: int  # events handled, after which it signals "warm" (0: no such signal)
+    timeout_s: float  # from its subscription: then it reports what it has
+    loop: LoopName
+
+    def settings(self) -> BenchSettings:
+        return bench_settings(self.database_url, self.nats_url, self.service_name)
+
+    def spec(self) -> ConsumerSpec:
+        probe = EffectProbe(entity=self.probe_entity)
+        return ConsumerSpec(
+            service=self.service_name, stream=STREAM, handlers={probe.subject: probe.handle}
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerReport:
+    """The consumer process's answer, once it has handled its target or timed out."""
+
+    handled: int
+    reached_at: float | None  # time.time() after the commit reaching the target; None: timed out
+    committed: dict[str, float]  # event id → time.time() right after its batch's commit
+
+    def __str__(self) -> str:  # in error messages, without the thousands of stamps
+        return f"its report ({self.handled:,} events handled)"
 
 
 class CommitClockDatabase(Database):
-    """The pipeline's database, noting the wall-clock time right after each commit."""
+    """The consumer's database, noting the wall-clock time right after each commit."""
 
-    def __init__(self, inner: Database) -> None:  # shares the engine, no second pool
-        self.engine = inner.engine
-        self.sessionmaker = inner.sessionmaker
-        self.committed_at = 0.0
+    committed_at = 0.0
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -227,13 +289,31 @@ class CommitClockDatabase(Database):
 class StampingConsumer(Consumer):
     """The service consumer, recording for each event id when its batch was committed."""
 
-    def __init__(self, base: Consumer) -> None:
-        self.clock = CommitClockDatabase(base.database)
-        super().__init__(base.spec, base.settings, self.clock, base.nats, base.metrics)
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        settings: ServiceSettings,
+        database: CommitClockDatabase,
+        nats_connection: NatsConnection,
+        metrics: ServiceMetrics,
+        *,
+        target: int,
+        warmup: int,
+    ) -> None:
+        super().__init__(spec, settings, database, nats_connection, metrics)
+        self.clock = database
+        self.target = target
+        self.warmup = warmup
         self.committed: dict[str, float] = {}
-        self.target = 0
+        self.subscribed = asyncio.Event()
+        self.warm = asyncio.Event()
         self.reached = asyncio.Event()
-        self.reached_at = 0.0
+        self.reached_at: float | None = None
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        subscription = await super()._subscribe()
+        self.subscribed.set()
+        return subscription
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
         await super()._handle_batch(messages)
@@ -242,35 +322,157 @@ class StampingConsumer(Consumer):
             msg_id = (msg.headers or {}).get("Nats-Msg-Id")
             if msg_id is not None:
                 self.committed.setdefault(msg_id, at)
-        if self.target and not self.reached.is_set() and self.handled >= self.target:
+        if self.warmup and self.handled >= self.warmup:
+            self.warm.set()
+        if not self.reached.is_set() and self.handled >= self.target:
             self.reached_at = at
             self.reached.set()
 
 
+def consumer_process(job: ConsumerJob, sender: Connection) -> None:
+    """The child process: runs the consumer on a loop of its own and reports via ``sender``."""
+    quiet_logging()
+    try:
+        run_loop(job.loop, run_consumer(job, sender))
+    finally:
+        sender.close()
+
+
+async def run_consumer(job: ConsumerJob, sender: Connection) -> None:
+    settings = job.settings()
+    database = CommitClockDatabase(settings)
+    connection = NatsConnection(settings.nats_url, settings.service_name)
+    metrics = ServiceMetrics(settings.service_name)  # counted as the service counts them
+    consumer = StampingConsumer(
+        job.spec(), settings, database, connection, metrics, target=job.target, warmup=job.warmup
+    )
+    connection.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
+        # The signals are a few bytes: send() returns at once, the parent reads in a thread.
+        sender.send("subscribed")
+        with suppress(TimeoutError):  # then the report tells how far it got
+            async with asyncio.timeout(job.timeout_s):
+                if job.warmup:
+                    await consumer.warm.wait()
+                    sender.send("warm")
+                await consumer.reached.wait()
+        sender.send(ConsumerReport(consumer.handled, consumer.reached_at, consumer.committed))
+    finally:
+        consumer.stop()
+        _, pending = await asyncio.wait({task}, timeout=10)
+        for unfinished in pending:
+            unfinished.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await unfinished
+        await connection.close()
+        await database.dispose()
+
+
+class ConsumerProcess:
+    """The parent's handle on the consumer's child process: its signals, its report."""
+
+    def __init__(self, job: ConsumerJob) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receiver, self._sender = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=consumer_process,
+            args=(job, self._sender),
+            name="bench-consumer",
+            daemon=True,  # ended with us, should we die before stopping it
+        )
+        self._reported = False
+
+    def start(self) -> None:
+        self._process.start()
+        # Only the child writes; once our copy of its end is closed, its death reads as EOF.
+        self._sender.close()
+
+    async def expect(self, signal: Signal, timeout_s: float) -> None:
+        message = await self._receive(timeout_s)
+        if message != signal:
+            raise RuntimeError(f"the consumer process sent {message}, not {signal!r}")
+
+    async def report(self, timeout_s: float) -> ConsumerReport:
+        message = await self._receive(timeout_s)
+        if not isinstance(message, ConsumerReport):
+            raise RuntimeError(f"the consumer process sent {message!r}, not its report")
+        self._reported = True
+        return message
+
+    async def _receive(self, timeout_s: float) -> Signal | ConsumerReport:
+        # Waiting in a thread leaves this loop to the writers and the relay.
+        return await asyncio.to_thread(self._receive_blocking, timeout_s)
+
+    def _receive_blocking(self, timeout_s: float) -> Signal | ConsumerReport:
+        if not self._receiver.poll(timeout_s):
+            raise TimeoutError(f"no word from the consumer process in {timeout_s:.0f} s")
+        try:
+            message: Signal | ConsumerReport = self._receiver.recv()
+        except EOFError:
+            self._process.join(5)
+            raise RuntimeError(
+                f"the consumer process ended (exit code {self._process.exitcode})"
+            ) from None
+        return message
+
+    async def stop(self) -> None:
+        """Let the child finish once it has reported; end it at once if it has not."""
+        if self._reported:
+            await asyncio.to_thread(self._process.join, STOP_TIMEOUT_S)
+        if self._process.is_alive():
+            self._process.terminate()
+            await asyncio.to_thread(self._process.join, STOP_TIMEOUT_S)
+        self._receiver.close()
+
+
 @asynccontextmanager
-async def stamping_pipeline(
-    settings: BenchSettings, probe: EffectProbe
-) -> AsyncIterator[tuple[Pipeline, StampingConsumer]]:
-    """A pipeline whose consumer stamps commits; its stream traces are removed afterwards."""
-    pipeline = Pipeline(settings, {probe.subject: probe.handle})
-    consumer = StampingConsumer(pipeline.consumer)
-    pipeline.consumer = consumer
+async def split_pipeline(
+    settings: BenchSettings,
+    probe: EffectProbe,
+    *,
+    target: int,
+    warmup: int,
+    timeout_s: float,
+    loop: LoopName,
+) -> AsyncIterator[tuple[Pipeline, ConsumerProcess]]:
+    """The relay in this process, the consumer of ``probe`` in a child process, subscribed.
+
+    The pipeline's own consumer stays off: only the writers and the relay share this loop,
+    as in the producing service. The stream's traces are removed afterwards.
+    """
+    job = ConsumerJob(
+        settings.database_url,
+        settings.nats_url,
+        settings.service_name,
+        probe.entity,
+        target=target,
+        warmup=warmup,
+        timeout_s=timeout_s,
+        loop=loop,
+    )
+    pipeline = Pipeline(settings, {}, stream=STREAM, consumer=False)
+    consumer = ConsumerProcess(job)
+    consumer.start()  # it spawns while the relay starts
     try:
         async with pipeline:
+            await consumer.expect("subscribed", SUBSCRIBE_TIMEOUT_S)
             yield pipeline, consumer
     finally:
-        await remove_from_stream(settings.nats_url, pipeline.stream, consumer.spec, probe.subject)
+        await consumer.stop()
+        await remove_from_stream(settings.nats_url, job.spec(), probe.subject)
 
 
-async def remove_from_stream(nats_url: str, stream: str, spec: ConsumerSpec, subject: str) -> None:
+async def remove_from_stream(nats_url: str, spec: ConsumerSpec, subject: str) -> None:
     """Delete the benchmark's durable consumer and purge its events (matters on external NATS)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
         with suppress(Exception):
-            await js.delete_consumer(stream, spec.durable)
+            await js.delete_consumer(spec.stream, spec.durable)
         with suppress(Exception):
-            await js.purge_stream(stream, subject=subject)
+            await js.purge_stream(spec.stream, subject=subject)
     finally:
         await nc.close()
 
@@ -314,6 +516,7 @@ async def measure_throughput(
     tx_sizes: tuple[int, int],
     aggregates: int,
     timeout_s: float,
+    loop: LoopName,
 ) -> ThroughputResult:
     probe = EffectProbe()
     rng = random.Random(7)
@@ -324,8 +527,8 @@ async def measure_throughput(
     first_commit: list[float] = []
     last_commit = 0.0
 
-    async with stamping_pipeline(settings, probe) as (pipeline, consumer):
-        consumer.target = events
+    split = split_pipeline(settings, probe, target=events, warmup=0, timeout_s=timeout_s, loop=loop)
+    async with split as (pipeline, consumer):
 
         async def writer(worker: int) -> None:
             nonlocal last_commit
@@ -345,12 +548,16 @@ async def measure_throughput(
                 last_commit = max(last_commit, now)
 
         await asyncio.gather(*(writer(w) for w in range(writers)))
-        await asyncio.wait_for(consumer.reached.wait(), timeout_s)
-        end = consumer.reached_at
+        report = await consumer.report(timeout_s + REPORT_GRACE_S)
+    if report.reached_at is None:
+        raise TimeoutError(
+            f"the consumer handled {report.handled:,} of {events:,} events in {timeout_s:.0f} s"
+        )
     counts = await count_effects(settings.database_url)
     return ThroughputResult(
         events=events,
-        seconds=end - first_commit[0],
+        # Both clocks are this machine's wall clock: the child's stamp compares with ours.
+        seconds=report.reached_at - first_commit[0],
         writers_seconds=last_commit - first_commit[0],
         effect_rows=counts.rows,
         distinct_events=counts.distinct_events,
@@ -361,6 +568,10 @@ async def measure_throughput(
 # --------------------------------------------------------------------------------------------
 # Latency at a steady rate
 # --------------------------------------------------------------------------------------------
+
+
+WARMUP_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 30.0  # after the last write, for the consumer to catch up
 
 
 @dataclass(frozen=True)
@@ -378,20 +589,22 @@ class LatencyResult:
 
 
 async def measure_latency(
-    settings: BenchSettings, rate: float, duration_s: float, aggregates: int
+    settings: BenchSettings, rate: float, duration_s: float, aggregates: int, loop: LoopName
 ) -> LatencyResult:
     """One event per transaction on a fixed schedule (open loop: a late commit delays no other)."""
     probe = EffectProbe()
     count = round(rate * duration_s)
     committed: dict[str, float] = {}
+    # What is still missing after this is reported as not received.
+    timeout_s = WARMUP_TIMEOUT_S + duration_s + DRAIN_TIMEOUT_S
 
-    async with stamping_pipeline(settings, probe) as (pipeline, consumer):
-        # Warm up: connections open, consumer subscribed.
+    split = split_pipeline(
+        settings, probe, target=1 + count, warmup=1, timeout_s=timeout_s, loop=loop
+    )
+    async with split as (pipeline, consumer):
+        # Warm up: connections open, one event through the whole pipeline.
         await pipeline.write([realistic_event(probe, "bed/warmup", -1)])
-        consumer.target = 1
-        await asyncio.wait_for(consumer.reached.wait(), 30)
-        consumer.reached.clear()
-        consumer.target = 1 + count
+        await consumer.expect("warm", WARMUP_TIMEOUT_S)
 
         async def write_one(n: int) -> None:
             event = realistic_event(probe, f"bed/{n % aggregates}", n)
@@ -407,12 +620,12 @@ async def measure_latency(
             tasks.append(asyncio.create_task(write_one(n)))
         await asyncio.gather(*tasks)
         writing_s = time.monotonic() - start
-        with suppress(TimeoutError):  # what is missing then is reported as not received
-            await asyncio.wait_for(consumer.reached.wait(), 30)
+        report = await consumer.report(timeout_s + REPORT_GRACE_S)
+    # Both clocks are this machine's wall clock: the child's stamps compare with ours.
     latencies = [
-        (consumer.committed[event_id] - at) * 1000
+        (report.committed[event_id] - at) * 1000
         for event_id, at in committed.items()
-        if event_id in consumer.committed
+        if event_id in report.committed
     ]
     return LatencyResult(rate, count, len(latencies), count / writing_s, latencies)
 
@@ -482,7 +695,8 @@ def print_conditions(args: argparse.Namespace, servers: Servers, results: Result
     lines = [
         f"cores: os.cpu_count() = {os.cpu_count()}; the machine may be shared with other work",
         f"servers: {durability}",
-        f"process: writers, 1 relay and 1 consumer in one Python process, {args.loop} loop",
+        f"process: writers and 1 relay in one Python process (as the producing service),"
+        f" 1 consumer in another (spawned, as the consuming service); {args.loop} loop in each",
         f"relay: outbox_batch_size {s.outbox_batch_size}, {s.outbox_max_in_flight} in flight;"
         f" consumer: consumer_batch_size {s.consumer_batch_size}",
         f"baseline: {args.baseline_messages:,} messages of {ENVELOPE_BYTES} bytes,"
@@ -534,6 +748,7 @@ async def measure(args: argparse.Namespace, servers: Servers) -> Results:
         (args.tx_min, args.tx_max),
         args.aggregates,
         timeout_s=max(120.0, args.events / 100),
+        loop=args.loop,
     )
     await drop_database(servers, "bench_outbox_throughput")
 
@@ -544,6 +759,7 @@ async def measure(args: argparse.Namespace, servers: Servers) -> Results:
         args.rate,
         args.duration,
         args.aggregates,
+        args.loop,
     )
     await drop_database(servers, "bench_outbox_latency")
     return Results(baseline, throughput, latency, settings)
@@ -564,7 +780,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--loop",
         choices=("uvloop", "asyncio"),
         default="uvloop",
-        help="event loop (uvicorn[standard] runs the services on uvloop)",
+        help="event loop of each process (uvicorn[standard] runs the services on uvloop)",
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--nats-url", default=os.environ.get("BENCH_NATS_URL"))
@@ -573,12 +789,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    # The NATS client's "disconnected" warning on closing each pipeline is noise here.
-    logging.getLogger("ght_shared.messaging").setLevel(logging.ERROR)
+    quiet_logging()
     with servers(args.database_url, args.nats_url) as started:
-        runner = uvloop.run if args.loop == "uvloop" else asyncio.run
-        results = runner(measure(args, started))
+        results = run_loop(args.loop, measure(args, started))
         report(args, started, results)
     return 0
 
