@@ -57,29 +57,26 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn
 
 import asyncpg
 import nats
-import uvloop
+from _kit import LoopName, Servers, percentile, print_table, run_loop, servers, verdict
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from ght_shared.db import Database
-from ght_shared.devservers import NatsServer, PostgresServer, ServerError, free_port
+from ght_shared.devservers import ServerError, free_port
 from ght_shared.events import Event, new_event
 from ght_shared.migrations import upgrade
 from ght_shared.outbox import add_event
 from ght_shared.settings import ServiceSettings
-from ght_shared.urls import plain_url
-
-T = TypeVar("T")
 
 TARGET_RATIO = 0.6  # throughput through the gateway / direct, same concurrency
 TARGET_ADDED_P50_MS = 2.0
@@ -109,7 +106,6 @@ SSE_WARMUP_TIMEOUT_S = 30.0
 FEED_WARMUP_S = 1.0  # of events at the measured rate, before the measured ones
 SSE_DRAIN_TIMEOUT_S = 15.0  # after the last commit, for the last events to arrive
 
-LoopName = Literal["uvloop", "asyncio"]
 SideName = Literal["direct", "gateway"]
 
 
@@ -117,63 +113,9 @@ class StackError(Exception):
     """The stack could not start or died: one message, with the log tail that explains it."""
 
 
-def run_loop(loop: LoopName, main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on a new event loop of the kind asked for (uvicorn[standard]: uvloop)."""
-    if loop == "uvloop":
-        return uvloop.run(main)
-    return asyncio.run(main)
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (as ``outbox_throughput.py``); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
 # --------------------------------------------------------------------------------------------
 # Servers and databases
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Servers:
-    postgres_base: str  # postgresql://user@host:port, no database
-    nats_url: str
-    own: bool  # both started by this run, with the durability settings of `make run`
-    own_nats: bool
-
-    def database_url(self, name: str) -> str:
-        return f"{self.postgres_base}/{name}"
-
-
-@contextlib.contextmanager
-def servers(root: Path, database_url: str | None, nats_url: str | None) -> Iterator[Servers]:
-    """External servers when given, else a throwaway PostgreSQL and NATS of our own."""
-    pg: PostgresServer | None = None
-    ns: NatsServer | None = None
-    try:
-        if database_url:
-            base = plain_url(database_url).rstrip("/").rsplit("/", 1)[0]
-        else:
-            pg = PostgresServer(root / "pg", free_port(), log_file=root / "pg.log")
-            pg.start()
-            base = plain_url(pg.url("")).rstrip("/")
-        if not nats_url:
-            # NatsServer writes `jetstream { sync_interval: always }`, as `make run` does.
-            ns = NatsServer(root / "nats", free_port(), log_file=root / "nats.log")
-            ns.start()
-            nats_url = ns.url
-        yield Servers(
-            base, nats_url, own=pg is not None and ns is not None, own_nats=ns is not None
-        )
-    finally:
-        if ns is not None:
-            ns.stop()
-        if pg is not None:
-            pg.stop()
 
 
 async def _admin(servers: Servers, statements: Sequence[str]) -> None:
@@ -1072,17 +1014,6 @@ class Results:
     rate_limit_header: str
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "BELOW TARGET"
-
-
-def print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
-    header = ("figure", "measured", "target", "")
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def _latencies(figures: SideFigures) -> str:

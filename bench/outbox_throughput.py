@@ -32,16 +32,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import asyncpg
 import nats
-import uvloop
+from _kit import LoopName, Servers, percentile, print_table, run_loop, servers, verdict
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
@@ -50,7 +50,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ght_shared.consumer import Consumer, ConsumerSpec
 from ght_shared.context import traceparent_var
 from ght_shared.db import Database
-from ght_shared.devservers import NatsServer, PostgresServer, free_port
 from ght_shared.events import Event, new_event
 from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics
@@ -58,9 +57,6 @@ from ght_shared.settings import ServiceSettings
 from ght_shared.testing.effects import EffectProbe, count_effects, create_effect_table
 from ght_shared.testing.pipeline import Pipeline
 from ght_shared.testing.plugin import create_infra_database
-from ght_shared.urls import plain_url
-
-T = TypeVar("T")
 
 TARGET_THROUGHPUT = 2_000.0  # events/s, writer commit → consumer commit
 TARGET_P99_MS = 50.0  # at a steady --rate
@@ -79,39 +75,6 @@ class BenchSettings(ServiceSettings):
 # --------------------------------------------------------------------------------------------
 # Servers
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Servers:
-    postgres_base: str  # postgresql://user@host:port, no database
-    nats_url: str
-    own: bool  # started by this run (with the durability settings of `make run`)
-
-
-@contextmanager
-def servers(database_url: str | None, nats_url: str | None) -> Iterator[Servers]:
-    """External servers when given, else a throwaway PostgreSQL and NATS of our own."""
-    with tempfile.TemporaryDirectory(prefix="ght-bench-") as tmp:
-        root = Path(tmp)
-        pg: PostgresServer | None = None
-        ns: NatsServer | None = None
-        try:
-            if database_url:
-                base = plain_url(database_url).rstrip("/").rsplit("/", 1)[0]
-            else:
-                pg = PostgresServer(root / "pg", free_port(), log_file=root / "pg.log")
-                pg.start()
-                base = plain_url(pg.url("")).rstrip("/")
-            if not nats_url:
-                ns = NatsServer(root / "nats", free_port(), log_file=root / "nats.log")
-                ns.start()
-                nats_url = ns.url
-            yield Servers(base, nats_url, own=pg is not None and ns is not None)
-        finally:
-            if ns is not None:
-                ns.stop()
-            if pg is not None:
-                pg.stop()
 
 
 async def fresh_database(servers: Servers, name: str) -> str:
@@ -218,19 +181,11 @@ async def raw_publish_rate(nats_url: str, messages: int, in_flight: int, size: i
 # The consumer, in a process of its own
 # --------------------------------------------------------------------------------------------
 
-LoopName = Literal["uvloop", "asyncio"]
 Signal = Literal["subscribed", "warm"]
 
 SUBSCRIBE_TIMEOUT_S = 60.0  # spawning the child and importing its modules included
 REPORT_GRACE_S = 15.0  # beyond the child's own timeout, for its report to arrive
 STOP_TIMEOUT_S = 15.0  # for the child to drain and close once it has reported
-
-
-def run_loop(loop: LoopName, main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on a new event loop of the kind asked for."""
-    if loop == "uvloop":
-        return uvloop.run(main)
-    return asyncio.run(main)
 
 
 def quiet_logging() -> None:
@@ -583,9 +538,7 @@ class LatencyResult:
     latencies_ms: list[float]
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
-        return ordered[index]
+        return percentile(self.latencies_ms, p)
 
 
 async def measure_latency(
@@ -641,17 +594,6 @@ class Results:
     throughput: ThroughputResult
     latency: LatencyResult
     settings: BenchSettings  # the relay's and the consumer's (defaults of ServiceSettings)
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "BELOW TARGET"
-
-
-def print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
-    header = ("figure", "measured", "target", "")
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
-    for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def figure_rows(results: Results) -> list[tuple[str, str, str, str]]:
@@ -790,7 +732,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_logging()
-    with servers(args.database_url, args.nats_url) as started:
+    with (
+        tempfile.TemporaryDirectory(prefix="ght-bench-") as tmp,
+        servers(Path(tmp), args.database_url, args.nats_url) as started,
+    ):
         results = run_loop(args.loop, measure(args, started))
         report(args, started, results)
     return 0
