@@ -16,7 +16,7 @@ processes (uvloop, httptools), configured as ``deploy/local/run.py`` configures 
   the service's database and checks NATS, a realistic small GET. Direct:
   ``<beds>/health/ready``; through the gateway: ``<gateway>/api/beds/health/ready``, where
   the gateway verifies the bearer token (a machine token of the demo client ``si-chu``),
-  applies the rate limit, writes the access log and proxies with its pooled httpx client.
+  applies the rate limit, writes the access log and proxies with its pooled aiohttp client.
   The token is sent on both sides. The load generator runs in a process of its own
   ("spawn", uvloop, a minimal HTTP/1.1 keep-alive client) so that neither the client nor
   its CPU share is what is measured; each side gets the same number of connections, in
@@ -1128,7 +1128,7 @@ def print_conditions(args: argparse.Namespace, servers: Servers, results: Result
         " HTTP/1.1 keep-alive client); this process only waits during the load",
         "GET: beds-svc /health/ready (pings its database with SELECT 1, checks NATS): the"
         " services have no domain API yet; direct at <beds>/health/ready, through the gateway"
-        " at <gateway>/api/beds/health/ready (token verified, rate limit, access log, httpx"
+        " at <gateway>/api/beds/health/ready (token verified, rate limit, access log, aiohttp"
         " proxy); the bearer token of si-chu (it_system) is sent on both sides",
         f"rate limit: it_system raised to {RATE_LIMIT:,}/s, burst {RATE_LIMIT:,}"
         f" (GATEWAY_RATE_LIMITS__IT_SYSTEM__RATE/__BURST; the gateway's RateLimit-Limit:"

@@ -18,7 +18,6 @@ from typing import Annotated
 from urllib.parse import quote_from_bytes
 
 import anyio
-import httpx
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from starlette.routing import Match
@@ -31,6 +30,8 @@ from ght_gateway.upstream import (
     HOP_BY_HOP_HEADERS,
     StreamedBody,
     UnknownService,
+    UpstreamBodyError,
+    UpstreamResponse,
     trace_headers,
     upstreams_of,
 )
@@ -167,6 +168,14 @@ def _request_headers(request: Request) -> tuple[list[tuple[bytes, bytes]], bool]
     return headers, has_body
 
 
+def _text(raw: bytes) -> str:
+    """A header as text for the client, which sends it UTF-8 encoded: the same bytes."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 class UpstreamStreamBroken(RuntimeError):
     """The service's body stopped half-way: the connection to the caller is cut, so the
     caller cannot take a truncated body for a complete one."""
@@ -179,19 +188,19 @@ class ProxiedResponse(Response):
     if the caller disconnects, the service's response is closed at once.
     """
 
-    def __init__(self, upstream: httpx.Response, service: str) -> None:
+    def __init__(self, upstream: UpstreamResponse, service: str) -> None:
         self.upstream = upstream
         self.service = service
         self.status_code = upstream.status_code
         self.background = None
         self.raw_headers = [
             (name, value)
-            for name, value in without_hop_by_hop(upstream.headers.raw)
+            for name, value in without_hop_by_hop(upstream.raw_headers)
             if name.decode("latin-1") not in _REPLACED_RESPONSE_HEADERS
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        broken: httpx.TransportError | None = None
+        broken: UpstreamBodyError | None = None
 
         async def stream() -> None:
             nonlocal broken
@@ -206,31 +215,37 @@ class ProxiedResponse(Response):
                 async for chunk in self.upstream.aiter_raw():
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.TransportError as exc:
+            except UpstreamBodyError as exc:
                 broken = exc
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         try:
-            async with anyio.create_task_group() as group:
+            if self.upstream.complete:
+                # The whole body is here already: nothing more to read from the service,
+                # so nothing to stop if the caller leaves (a write to a gone client returns).
+                await stream()
+            else:
+                async with anyio.create_task_group() as group:
 
-                async def stream_then_stop() -> None:
-                    await stream()
+                    async def stream_then_stop() -> None:
+                        await stream()
+                        group.cancel_scope.cancel()
+
+                    group.start_soon(stream_then_stop)
+                    # uvicorn (ASGI 2.3) drops writes to a gone client silently: watch for
+                    # the disconnect to stop reading the service.
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
                     group.cancel_scope.cancel()
-
-                group.start_soon(stream_then_stop)
-                # uvicorn (ASGI 2.3) drops writes to a gone client silently: watch for the
-                # disconnect to stop reading the service.
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()
         finally:
             await self.upstream.aclose()
         if broken is not None:
             _log.warning(
-                "upstream body broken off", extra={"upstream": self.service, "error": repr(broken)}
+                "upstream body broken off",
+                extra={"upstream": self.service, "error": repr(broken.cause)},
             )
-            raise UpstreamStreamBroken(f"{self.service}: {broken!r}") from broken
+            raise UpstreamStreamBroken(f"{self.service}: {broken.cause!r}") from broken.cause
         if self.background is not None:
             await self.background()
 
@@ -250,7 +265,7 @@ async def route_to_service(
         service,
         request.method,
         _service_target(request),
-        headers=httpx.Headers(headers),
+        headers=[(_text(name), _text(value)) for name, value in headers],
         body=StreamedBody(request.stream()) if has_body else None,
         timeout_s=timeout_for(settings, request.url.path),
     )

@@ -83,7 +83,6 @@ class Settings(ServiceSettings):
         default=2.0, gt=0, description="TCP connect (and pool wait) timeout towards a service."
     )
     upstream_max_connections: int = Field(default=100, ge=1, description="Per service.")
-    upstream_max_keepalive: int = Field(default=20, ge=0, description="Idle kept, per service.")
     upstream_keepalive_expiry_s: float = Field(
         default=4.0,
         gt=0,

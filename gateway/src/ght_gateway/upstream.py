@@ -35,22 +35,24 @@ Rules (see ``docs/adr/0006-gateway-routing.md``):
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import json
 import logging
 import math
 import time
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
+from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from yarl import URL
 
 from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Settings
@@ -319,68 +321,169 @@ class UpstreamMetrics(Collector):
 # -- request body ------------------------------------------------------------------------------
 
 
-class StreamedBody(httpx.AsyncByteStream):
+class StreamedBody:
     """A request body passed through chunk by chunk; knows whether it has started to flow.
 
     A retry is only safe while nothing of it was consumed: the client's bytes cannot be
     read twice, and keeping them to replay would mean holding the whole body in memory.
+
+    While :meth:`Upstreams.send` waits for the service, each chunk must be written within
+    the request's timeout: the time from handing a chunk over to being asked for the next
+    one is the time its write took (the client's own pace is not counted).
     """
 
     def __init__(self, chunks: AsyncIterable[bytes]) -> None:
         self._chunks = chunks
         self.started = False
+        self._write_timeout_s: float | None = None
+        self._on_stall: Callable[[], None] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def _watch(self, timeout_s: float | None, on_stall: Callable[[], None] | None) -> None:
+        self._write_timeout_s = timeout_s
+        self._on_stall = on_stall
+
+    def _stalled(self) -> None:
+        if self._on_stall is not None:
+            self._on_stall()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._flow()
+
+    async def _flow(self) -> AsyncIterator[bytes]:
         if self.started:
-            raise httpx.StreamConsumed()
+            raise RuntimeError("The request body was already sent and cannot be read again.")
         self.started = True
+        loop = asyncio.get_running_loop()
         async for chunk in self._chunks:
-            if chunk:  # an empty chunk would end a chunked body early
+            if not chunk:  # an empty chunk would end a chunked body early
+                continue
+            timeout_s = self._write_timeout_s
+            watchdog = loop.call_later(timeout_s, self._stalled) if timeout_s else None
+            try:
+                yield chunk  # resumed once the chunk is written
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class UpstreamBodyError(Exception):
+    """The service's body could not be read to its end (timed out, or the connection broke)."""
+
+    def __init__(self, service: str, cause: BaseException, timed_out: bool) -> None:
+        super().__init__(f"{service}: {cause!r}")
+        self.service = service
+        self.cause = cause
+        self.timed_out = timed_out
+
+
+class UpstreamResponse:
+    """A service's response from :meth:`Upstreams.send`: headers read, body not yet.
+
+    ``raw_headers`` are the pairs as received (bytes, in order, repeated names kept);
+    :meth:`aiter_raw` yields the body as it arrives, never decoded (``Content-Encoding``
+    is the service's), and raises :class:`UpstreamBodyError` if it stops half-way.
+    :meth:`aclose` must be awaited in every case (it gives the connection back).
+    """
+
+    __slots__ = ("_closed", "_response", "_service", "_slots", "status_code")
+
+    def __init__(
+        self, service: str, response: aiohttp.ClientResponse, slots: asyncio.Semaphore
+    ) -> None:
+        self._service = service
+        self._response = response
+        self._slots = slots
+        self._closed = False
+        self.status_code: int = response.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
+
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        return self._response.raw_headers
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has already been received (reading it cannot wait)."""
+        return self._response.content.is_eof()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    return
                 yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamBodyError(
+                self._service, exc, timed_out=isinstance(exc, TimeoutError)
+            ) from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        response = self._response
+        if response.content.at_eof():
+            response.release()  # read to its end: the connection goes back to the pool
+        else:
+            response.close()
+        self._slots.release()
 
 
 # -- the clients -------------------------------------------------------------------------------
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """The clients are shared by every caller: never keep a service's cookies for the next."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
 
 
 class Upstream:
     """One service: its base URL, its pooled client, its breaker."""
 
     def __init__(
-        self, name: str, base_url: str, client: httpx.AsyncClient, breaker: CircuitBreaker
+        self,
+        name: str,
+        base_url: str,
+        client: aiohttp.ClientSession,
+        breaker: CircuitBreaker,
+        max_connections: int = 100,
     ) -> None:
         self.name = name
-        self.base_url = httpx.URL(base_url)
+        self.base_url = URL(base_url)
         self.client = client
         self.breaker = breaker
+        self.slots = asyncio.Semaphore(max_connections)
+        """Requests in flight (each holds a connection until its response is closed)."""
+        self._origin = str(self.base_url.origin())
+        self._prefix = self.base_url.raw_path.rstrip("/")
 
-    def url(self, target: str) -> httpx.URL:
+    def url(self, target: str) -> URL:
         """The service's URL of ``target`` (a path with its query string, percent-encoded)."""
         path, _, query = target.partition("?")
         if not path.startswith("/"):
             path = "/" + path
         # Already-encoded bytes pass as they are (%2F must stay %2F); others are encoded.
-        raw = self.base_url.raw_path.split(b"?")[0].rstrip(b"/") + _encoded(path, _PATH_SAFE)
+        raw = self._origin + self._prefix + quote(path, safe=_PATH_SAFE)
         if query:
-            raw += b"?" + _encoded(query, _QUERY_SAFE)
-        return self.base_url.copy_with(raw_path=raw)
+            raw += "?" + quote(query, safe=_QUERY_SAFE)
+        return URL(raw, encoded=True)
 
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
+# aiohttp adds these when the request has none: a proxy sends only what it was given.
+_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# h11 (httpx) accepted response heads up to 16 KiB.
+_MAX_HEADER_BYTES = 16 * 1024
 
-
-def _encoded(text: str, safe: str) -> bytes:
-    return quote(text, safe=safe).encode("ascii")
+HeaderPairs = Iterable[tuple[str, str]]
 
 
 def trace_headers() -> dict[str, str]:
@@ -399,7 +502,8 @@ class Upstreams:
     """The clients and breakers of the four services (``app.state.upstreams``).
 
     ``send`` is the one way out: breaker, retries, timeouts, metrics. ``get_json`` is a
-    convenience on top of it for aggregations.
+    convenience on top of it for aggregations. Build it with an event loop running (the
+    lifespan does).
     """
 
     def __init__(self, settings: Settings, metrics: UpstreamMetrics | None = None) -> None:
@@ -408,26 +512,45 @@ class Upstreams:
         self.default_timeout_s = settings.upstream_timeout_s
         self.connect_timeout_s = settings.upstream_connect_timeout_s
         self.retries = settings.upstream_retries
-        limits = httpx.Limits(
-            max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=settings.upstream_max_keepalive,
-            keepalive_expiry=settings.upstream_keepalive_expiry_s,
-        )
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._upstreams: dict[str, Upstream] = {}
         for name in SERVICES:
-            client = httpx.AsyncClient(
-                limits=limits,
-                timeout=httpx.Timeout(self.default_timeout_s, connect=self.connect_timeout_s),
-                follow_redirects=False,  # a redirect is the client's to follow
+            client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=settings.upstream_max_connections,
+                    limit_per_host=0,
+                    keepalive_timeout=settings.upstream_keepalive_expiry_s,
+                ),
+                timeout=self._timeout(self.default_timeout_s),
+                cookie_jar=aiohttp.DummyCookieJar(),  # shared by every caller: keep none
+                auto_decompress=False,  # bodies pass through as the service sent them
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
                 trust_env=False,  # no proxy from the environment between gateway and services
-                cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+                max_line_size=_MAX_HEADER_BYTES,
+                max_field_size=_MAX_HEADER_BYTES,
             )
+            # aiohttp sends an idempotent request again on its own when a kept-alive
+            # connection breaks; the retry rule here is ours alone (connect errors only).
+            client._retry_connection = False
             breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
             self._upstreams[name] = Upstream(
-                name, getattr(settings.upstreams, name), client, breaker
+                name,
+                getattr(settings.upstreams, name),
+                client,
+                breaker,
+                settings.upstream_max_connections,
             )
             if metrics is not None:
                 metrics.breakers[name] = breaker
+
+    def _timeout(self, read_s: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(read_s)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=self.connect_timeout_s, sock_read=read_s
+            )
+            self._timeouts[read_s] = timeout
+        return timeout
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -448,7 +571,7 @@ class Upstreams:
 
     async def aclose(self) -> None:
         for upstream in self._upstreams.values():
-            await upstream.client.aclose()
+            await upstream.client.close()
 
     async def send(
         self,
@@ -456,10 +579,10 @@ class Upstreams:
         method: str,
         target: str,
         *,
-        headers: httpx.Headers | Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | HeaderPairs | None = None,
         body: StreamedBody | None = None,
         timeout_s: float | None = None,
-    ) -> httpx.Response:
+    ) -> UpstreamResponse:
         """Send one request to a service and return its response, body not read yet.
 
         The caller must ``await response.aclose()`` (or read it whole). ``target`` is
@@ -483,37 +606,40 @@ class Upstreams:
                 "while.",
                 breaker.retry_after_s(),
             )
-        timeout = httpx.Timeout(
-            timeout_s or self.default_timeout_s,
-            connect=self.connect_timeout_s,
-            pool=self.connect_timeout_s,
-        )
+        read_s = timeout_s or self.default_timeout_s
+        timeout = self._timeout(read_s)
         attempts = 1 + self.retries if method in IDEMPOTENT_METHODS else 1
         url = upstream.url(target)
-        sent = httpx.Headers(headers)
-        # httpx adds Host itself only to the requests it encodes the body of.
-        sent["host"] = url.netloc.decode("ascii")
+        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        # Host is the service's (aiohttp sets it from the URL); a body without
+        # Content-Length is sent chunked by aiohttp, which sets Transfer-Encoding itself.
+        sent = [
+            (name, value)
+            for name, value in pairs
+            if (lowered := name.lower()) != "host" and lowered != "transfer-encoding"
+        ]
+        slots = upstream.slots
         started = time.perf_counter()
         try:
             for attempt in range(1, attempts + 1):
-                request = httpx.Request(
-                    method,
-                    url,
-                    headers=sent,
-                    stream=body if body is not None else httpx.ByteStream(b""),
-                    extensions={"timeout": timeout.as_dict()},
-                )
+                if slots.locked():
+                    try:
+                        async with asyncio.timeout(self.connect_timeout_s):
+                            await slots.acquire()
+                    except TimeoutError as exc:
+                        # Our own pool is full: says nothing about the service's health.
+                        self._count(service, method, "busy")
+                        raise UpstreamBusy(
+                            service,
+                            f"Too many requests in flight to the {service} service; retry shortly.",
+                            1,
+                        ) from exc
+                else:
+                    await slots.acquire()  # free: returns at once
                 try:
-                    response = await upstream.client.send(request, stream=True)
-                except httpx.PoolTimeout as exc:
-                    # Our own pool is full: says nothing about the service's health.
-                    self._count(service, method, "busy")
-                    raise UpstreamBusy(
-                        service,
-                        f"Too many requests in flight to the {service} service; retry shortly.",
-                        1,
-                    ) from exc
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    response = await self._request(upstream, method, url, sent, body, timeout)
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                    slots.release()
                     if attempt < attempts and (body is None or not body.started):
                         if self.metrics is not None:
                             self.metrics.retries.labels(service).inc()
@@ -531,16 +657,17 @@ class Upstreams:
                         breaker.retry_after_s(),
                         attempts=attempt,
                     ) from exc
-                except httpx.TimeoutException as exc:
+                except TimeoutError as exc:
+                    slots.release()
                     breaker.failed(permit)
                     self._count(service, method, "timeout")
                     raise UpstreamTimeout(
                         service,
-                        f"The {service} service did not answer within "
-                        f"{timeout.read or self.default_timeout_s:g} s.",
-                        timeout_s=timeout.read,
+                        f"The {service} service did not answer within {read_s:g} s.",
+                        timeout_s=read_s,
                     ) from exc
-                except httpx.TransportError as exc:
+                except (aiohttp.ClientError, OSError) as exc:
+                    slots.release()
                     breaker.failed(permit)
                     self._count(service, method, "broken")
                     _log.warning(
@@ -550,15 +677,47 @@ class Upstreams:
                     raise UpstreamError(
                         service, f"The connection to the {service} service broke: {exc!r}."
                     ) from exc
+                except BaseException:
+                    slots.release()
+                    raise
                 breaker.succeeded(permit)
-                self._count(service, method, str(response.status_code))
+                self._count(service, method, str(response.status))
                 if self.metrics is not None:
                     self.metrics.seconds.labels(service).observe(time.perf_counter() - started)
-                return response
+                return UpstreamResponse(service, response, slots)
             raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
         finally:
             # A probe cancelled (client gone) or stopped by a refused body said nothing.
             breaker.release(permit)
+
+    async def _request(
+        self,
+        upstream: Upstream,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        body: StreamedBody | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """One attempt; the response headers are read. aiohttp times the reads (from the
+        end of the body on); the body's writes are timed here."""
+        if body is None:
+            return await upstream.client.request(
+                method,
+                url,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,  # a redirect is the client's to follow
+            )
+        async with asyncio.timeout(None) as deadline:
+            loop = asyncio.get_running_loop()
+            body._watch(timeout.sock_read, lambda: deadline.reschedule(loop.time()))
+            try:
+                return await upstream.client.request(
+                    method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+                )
+            finally:
+                body._watch(None, None)
 
     async def get_json(
         self,
@@ -584,7 +743,7 @@ class Upstreams:
         response = await self.send(service, "GET", target, headers=sent, timeout_s=timeout_s)
         try:
             content = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 content += chunk
                 if len(content) > max_bytes:
                     raise UpstreamBadResponse(
@@ -592,14 +751,30 @@ class Upstreams:
                         f"The {service} service answered more than {max_bytes} bytes.",
                         response.status_code,
                     )
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(service, f"The {service} service stopped sending.") from exc
-        except httpx.TransportError as exc:
+        except UpstreamBodyError as exc:
+            if exc.timed_out:
+                raise UpstreamTimeout(
+                    service, f"The {service} service stopped sending."
+                ) from exc.cause
             raise UpstreamError(
-                service, f"The connection to the {service} service broke: {exc!r}."
-            ) from exc
+                service, f"The connection to the {service} service broke: {exc.cause!r}."
+            ) from exc.cause
         finally:
             await response.aclose()
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if content and encoding in ("gzip", "x-gzip", "deflate"):
+            # Not asked for (no Accept-Encoding is sent), but decoded if a service does it.
+            try:
+                inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                content = bytearray(inflate.decompress(content, max_bytes + 1))
+            except zlib.error:
+                content = bytearray(b"\xff")  # not JSON: reported below
+            if len(content) > max_bytes:
+                raise UpstreamBadResponse(
+                    service,
+                    f"The {service} service answered more than {max_bytes} bytes.",
+                    response.status_code,
+                )
         try:
             document = json.loads(content) if content else None
         except ValueError:
