@@ -87,3 +87,17 @@ def print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
     for row in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def print_report(
+    title: str, rows: Sequence[tuple[str, str, str, str]], conditions: Sequence[str]
+) -> None:
+    """The whole report: title, figures beside their targets, then the conditions."""
+    print()
+    print(title)
+    print()
+    print_table(rows)
+    print()
+    print("Conditions")
+    for line in conditions:
+        print(f"  {line}")

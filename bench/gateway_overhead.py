@@ -66,7 +66,7 @@ from typing import Literal, NoReturn
 
 import asyncpg
 import nats
-from _kit import LoopName, Servers, percentile, print_table, run_loop, servers, verdict
+from _kit import LoopName, Servers, percentile, print_report, run_loop, servers, verdict
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
@@ -1160,7 +1160,7 @@ def feed_rows(feed: FeedResult) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def print_conditions(args: argparse.Namespace, servers: Servers, results: Results) -> None:
+def conditions(args: argparse.Namespace, servers: Servers, results: Results) -> list[str]:
     direct, gateway = results.loaded
     durability = (
         "own, PostgreSQL fsync=on synchronous_commit=on, NATS sync_interval: always"
@@ -1234,18 +1234,15 @@ def print_conditions(args: argparse.Namespace, servers: Servers, results: Result
         " commit stamp is taken when this process resumes after COMMIT, which can lag by"
         " about a millisecond: shares near 0 may read slightly negative)",
     ]
-    print("Conditions")
-    for line in lines:
-        print(f"  {line}")
+    return lines
 
 
 def report(args: argparse.Namespace, servers: Servers, results: Results) -> None:
-    print()
-    print("Gateway overhead: the same GET direct and through the gateway; commit → SSE client")
-    print()
-    print_table(figure_rows(results))
-    print()
-    print_conditions(args, servers, results)
+    print_report(
+        "Gateway overhead: the same GET direct and through the gateway; commit → SSE client",
+        figure_rows(results),
+        conditions(args, servers, results),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Literal
 
 import asyncpg
 import nats
-from _kit import LoopName, Servers, percentile, print_table, run_loop, servers, verdict
+from _kit import LoopName, Servers, percentile, print_report, run_loop, servers, verdict
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
@@ -627,7 +627,7 @@ def figure_rows(results: Results) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def print_conditions(args: argparse.Namespace, servers: Servers, results: Results) -> None:
+def conditions(args: argparse.Namespace, servers: Servers, results: Results) -> list[str]:
     t, lat, s = results.throughput, results.latency, results.settings
     durability = (
         "own, PostgreSQL fsync=on synchronous_commit=on, NATS sync_interval: always"
@@ -655,18 +655,15 @@ def print_conditions(args: argparse.Namespace, servers: Servers, results: Result
         "  from time.time() after the writer's commit to time.time() after the consumer's"
         " batch commit",
     ]
-    print("Conditions")
-    for line in lines:
-        print(f"  {line}")
+    return lines
 
 
 def report(args: argparse.Namespace, servers: Servers, results: Results) -> None:
-    print()
-    print("Outbox relay + consumer, writer's commit → consumer's commit")
-    print()
-    print_table(figure_rows(results))
-    print()
-    print_conditions(args, servers, results)
+    print_report(
+        "Outbox relay + consumer, writer's commit → consumer's commit",
+        figure_rows(results),
+        conditions(args, servers, results),
+    )
 
 
 # --------------------------------------------------------------------------------------------

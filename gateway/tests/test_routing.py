@@ -32,7 +32,7 @@ from ght_gateway import proxy
 from ght_gateway.proxy import timeout_for, without_hop_by_hop
 from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Settings, Upstreams
-from ght_gateway.upstream import BreakerState, CircuitBreaker, Upstream
+from ght_gateway.upstream import BreakerState, CircuitBreaker, Permit, Upstream
 from ght_shared.errors import install_error_handlers
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
@@ -113,6 +113,17 @@ def failing(breaker: CircuitBreaker, times: int) -> None:
         breaker.failed(permit)
 
 
+def probing_breaker() -> tuple[ManualClock, CircuitBreaker, Permit]:
+    """A breaker opened by one failure, its reset time over, and the probe it let through."""
+    clock = ManualClock()
+    breaker = CircuitBreaker(1, reset_s=10, clock=clock)
+    failing(breaker, 1)
+    clock.now += 10
+    probe = breaker.acquire()
+    assert probe is not None
+    return clock, breaker, probe
+
+
 def test_a_breaker_opens_after_the_configured_number_of_consecutive_failures() -> None:
     breaker = CircuitBreaker(3, reset_s=10, clock=ManualClock())
     failing(breaker, 2)
@@ -148,24 +159,14 @@ def test_an_open_breaker_lets_exactly_one_probe_through_once_its_reset_time_is_o
 
 
 def test_a_successful_probe_closes_the_breaker() -> None:
-    clock = ManualClock()
-    breaker = CircuitBreaker(1, reset_s=10, clock=clock)
-    failing(breaker, 1)
-    clock.now += 10
-    probe = breaker.acquire()
-    assert probe is not None
+    _, breaker, probe = probing_breaker()
     breaker.succeeded(probe)
     assert breaker.state is BreakerState.CLOSED
     assert breaker.acquire() is not None
 
 
 def test_a_failed_probe_opens_the_breaker_for_another_full_wait() -> None:
-    clock = ManualClock()
-    breaker = CircuitBreaker(1, reset_s=10, clock=clock)
-    failing(breaker, 1)
-    clock.now += 10
-    probe = breaker.acquire()
-    assert probe is not None
+    clock, breaker, probe = probing_breaker()
     breaker.failed(probe)
     assert breaker.state is BreakerState.OPEN
     clock.now += 9
@@ -174,12 +175,7 @@ def test_a_failed_probe_opens_the_breaker_for_another_full_wait() -> None:
 
 
 def test_a_probe_that_ends_without_verdict_lets_another_request_probe() -> None:
-    clock = ManualClock()
-    breaker = CircuitBreaker(1, reset_s=10, clock=clock)
-    failing(breaker, 1)
-    clock.now += 10
-    probe = breaker.acquire()
-    assert probe is not None
+    _, breaker, probe = probing_breaker()
     breaker.release(probe)  # e.g. the caller went away
     assert breaker.acquire() is not None
 
