@@ -1,11 +1,69 @@
-"""What activity-svc publishes and consumes on NATS JetStream (EVENTS.md)."""
+"""What activity-svc publishes (EVENTS.md), as builders of the outbox events.
+
+Every builder returns an event to store with :func:`ght_shared.outbox.add_events` in the
+transaction of the change. The consumers of the other services' streams are wired in
+:mod:`activity_svc.consumers`.
+"""
 
 from __future__ import annotations
 
-from ght_shared.consumer import ConsumerSpec
+from typing import Any
+
+from ght_shared.events import Event, new_event
 
 SOURCE = "activity-svc"
 STREAM = "ACTIVITY"
 
-# Durable consumers of the other services' streams, started in the app's lifespan.
-CONSUMERS: tuple[ConsumerSpec, ...] = ()
+ORG_UNIT_UPSERTED = "ght.referential.orgunit.upserted.v1"
+BATCH_INGESTED = "ght.activity.batch.ingested.v1"
+INDICATOR_UPDATED = "ght.activity.indicator.updated.v1"
+ALERT_RAISED = "ght.activity.alert.raised.v1"
+
+# What activity-svc consumes from the other services.
+CONTRACT_SIGNED = "ght.contracts.contract.signed"
+CONTRACT_AMENDED = "ght.contracts.contract.amended"
+CAPACITY_CHANGED = "ght.beds.capacity.changed"
+
+
+def org_unit_upserted(data: dict[str, Any], finess: str | None) -> Event:
+    """``data``: code, kind, name, parent, finess, uf, specialty, active, valid_from."""
+    return new_event(
+        source=SOURCE,
+        type=ORG_UNIT_UPSERTED,
+        subject=f"orgunit/{data['code']}",
+        data=data,
+        establishment=finess,
+    )
+
+
+def batch_ingested(data: dict[str, Any], finess: str | None) -> Event:
+    """``data``: batch, source, establishment(s), period, accepted, rejected."""
+    return new_event(
+        source=SOURCE,
+        type=BATCH_INGESTED,
+        subject=f"import/{data['batch']}",
+        data=data,
+        establishment=finess,
+    )
+
+
+def indicator_updated(data: dict[str, Any], finess: str | None) -> Event:
+    """``data``: indicator, org_unit, period, value, same_period_last_year, year_to_date..."""
+    return new_event(
+        source=SOURCE,
+        type=INDICATOR_UPDATED,
+        subject=f"indicator/{data['indicator']}/{data['org_unit']}",
+        data=data,
+        establishment=finess,
+    )
+
+
+def alert_raised(data: dict[str, Any], finess: str | None) -> Event:
+    """``data``: alert, rule, indicator, org_unit, period, deviation, threshold, message."""
+    return new_event(
+        source=SOURCE,
+        type=ALERT_RAISED,
+        subject=f"alert/{data['alert']}",
+        data=data,
+        establishment=finess,
+    )

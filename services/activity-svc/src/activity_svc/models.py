@@ -1,9 +1,310 @@
-"""Tables of activity-svc (its domain tables arrive with its domain issue)."""
+"""Tables of activity-svc.
+
+Three groups:
+
+- the territory referential: ``org_unit`` (what does not change: code, kind,
+  establishment, UF code), ``org_unit_version`` (what changes with dates of
+  validity: parent, name, active), ``unit_capacity`` (installed beds over time) and
+  ``org_unit_membership``, derived from the versions: for each unit (UF), which
+  org units it rolls up to over which dates;
+- activity: ``activity_record`` (one row per record, keyed by ``(source, source_id)``),
+  ``unit_month`` (the measures of one unit in one month, maintained incrementally),
+  ``record_import`` and ``import_rejection``;
+- steering: ``target``, ``alert_rule``, ``alert``.
+
+Dates of validity are half-open: ``valid_from <= day < valid_to`` (``valid_to`` NULL
+means still valid).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from activity_svc.catalogue import MEASURES
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# --- territory referential -----------------------------------------------------------
+
+
+class OrgUnit(Base):
+    """An org unit's stable identity: territory, establishment, site, pôle, department, unit."""
+
+    __tablename__ = "org_unit"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('territory', 'establishment', 'site', 'pole', 'department', 'unit')",
+            name="org_unit_kind",
+        ),
+        # A UF code identifies a unit within its establishment (not across the territory).
+        UniqueConstraint("finess", "uf", name="org_unit_uf"),
+    )
+
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    finess: Mapped[str | None] = mapped_column(Text)
+    """The establishment the unit belongs to (its own number for an establishment)."""
+    uf: Mapped[str | None] = mapped_column(Text)
+    """The UF code of a unit, as the establishment's IT systems know it."""
+    specialty: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OrgUnitVersion(Base):
+    """What an org unit was (parent, name, active) from ``valid_from`` until ``valid_to``."""
+
+    __tablename__ = "org_unit_version"
+    __table_args__ = (
+        CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name="version_dates"),
+        Index("org_unit_version_parent", "parent"),
+    )
+
+    code: Mapped[str] = mapped_column(ForeignKey("org_unit.code"), primary_key=True)
+    valid_from: Mapped[date] = mapped_column(Date, primary_key=True)
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    parent: Mapped[str | None] = mapped_column(ForeignKey("org_unit.code"))
+    name: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_by: Mapped[str] = mapped_column(Text)
+
+
+class UnitCapacity(Base):
+    """Installed beds of a unit from ``effective_from`` (set on the unit, or from beds-svc)."""
+
+    __tablename__ = "unit_capacity"
+
+    unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"), primary_key=True)
+    effective_from: Mapped[date] = mapped_column(Date, primary_key=True)
+    installed_beds: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    """``referential`` (set on the unit) or ``beds`` (from ``ght.beds.capacity.changed``)."""
+
+
+class OrgUnitMembership(Base):
+    """Unit ``unit`` rolls up to ``ancestor`` from ``valid_from`` until ``valid_to``.
+
+    Derived from the versions (recomputed when the tree changes); every unit is its
+    own ancestor at depth 0. "As it was" reads the rows valid in each month; "constant
+    scope" reads the rows valid today for every month.
+    """
+
+    __tablename__ = "org_unit_membership"
+    __table_args__ = (Index("org_unit_membership_ancestor", "ancestor", "valid_from"),)
+
+    unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"), primary_key=True)
+    ancestor: Mapped[str] = mapped_column(ForeignKey("org_unit.code"), primary_key=True)
+    valid_from: Mapped[date] = mapped_column(Date, primary_key=True)
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    depth: Mapped[int] = mapped_column(SmallInteger)
+
+
+# --- activity -------------------------------------------------------------------------
+
+
+class ActivityRecord(Base):
+    """One activity record; sending the same ``(source, source_id)`` again replaces it.
+
+    One table for every kind (the columns a kind does not use stay NULL): the merge of
+    an import and the drill-down read one table. ``month`` is the month the record
+    counts in: the discharge month of a stay, the date of anything else.
+    """
+
+    __tablename__ = "activity_record"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('stay', 'outpatient_act', 'imaging_exam', 'consultation', 'expense',"
+            " 'revenue')",
+            name="activity_record_kind",
+        ),
+        Index("activity_record_unit_month", "unit", "month"),
+    )
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    source_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    finess: Mapped[str] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(Text)
+    """The org unit code of the record's unit (resolved from its FINESS and UF code)."""
+    uf: Mapped[str] = mapped_column(Text)
+    month: Mapped[date] = mapped_column(Date)
+    occurred_on: Mapped[date] = mapped_column(Date)
+    admitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    discharged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    drg: Mapped[str | None] = mapped_column(Text)
+    severity: Mapped[int | None] = mapped_column(SmallInteger)
+    mode: Mapped[str | None] = mapped_column(Text)
+    stay_days: Mapped[int | None] = mapped_column(Integer)
+    code: Mapped[str | None] = mapped_column(Text)
+    code_system: Mapped[str | None] = mapped_column(Text)
+    coded: Mapped[bool | None] = mapped_column(Boolean)
+    coded_on: Mapped[date | None] = mapped_column(Date)
+    budget_title: Mapped[int | None] = mapped_column(SmallInteger)
+    account: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    import_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _measure_columns() -> dict[str, Any]:
+    return {
+        measure.name: mapped_column(Double, nullable=False, default=0, server_default="0")
+        for measure in MEASURES
+    }
+
+
+class UnitMonth(Base):
+    """The measures of one unit in one month (columns named after ``catalogue.MEASURES``).
+
+    Maintained incrementally by each merge (new contributions minus replaced ones);
+    indicators sum these columns over a subtree, then divide: a ratio is never averaged.
+    """
+
+    __tablename__ = "unit_month"
+
+    unit: Mapped[str] = mapped_column(Text, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    locals().update(_measure_columns())
+
+
+class RecordImport(Base):
+    """One ingestion: a file upload (CSV, NDJSON) or a JSON batch, and what became of it."""
+
+    __tablename__ = "record_import"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('completed', 'completed_with_rejections', 'rejected')",
+            name="record_import_status",
+        ),
+        Index("record_import_created", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    format: Mapped[str] = mapped_column(Text)
+    """``csv``, ``ndjson`` or ``json`` (a ``POST /records`` batch)."""
+    on_error: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(Text)
+    submitted_by: Mapped[str] = mapped_column(Text)
+    establishments: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    accepted: Mapped[int] = mapped_column(BigInteger, default=0)
+    rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    unchanged: Mapped[int] = mapped_column(BigInteger, default=0)
+    months: Mapped[list[date]] = mapped_column(ARRAY(Date), default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ImportRejection(Base):
+    """A rejected row of an import: where (line), which field, why."""
+
+    __tablename__ = "import_rejection"
+
+    import_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("record_import.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    field: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    source_id: Mapped[str | None] = mapped_column(Text)
+
+
+# --- steering: targets and alerts -----------------------------------------------------
+
+
+class Target(Base):
+    """The target of an indicator for an org unit and a year, optionally profiled by month.
+
+    ``monthly_profile`` (12 weights summing to 1) spreads a volume target over the
+    months; a rate target is the same every month.
+    """
+
+    __tablename__ = "target"
+
+    indicator: Mapped[str] = mapped_column(Text, primary_key=True)
+    org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    monthly_profile: Mapped[list[float] | None] = mapped_column(ARRAY(Double))
+    source: Mapped[str] = mapped_column(Text)
+    """``manual`` (``PUT /targets``) or ``contract`` (from a signed contract's objective)."""
+    contract: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(Text)
+
+
+class AlertRule(Base):
+    """Raise an alert when an indicator's variation or gap to target passes a threshold."""
+
+    __tablename__ = "alert_rule"
+    __table_args__ = (
+        CheckConstraint("basis IN ('last_year', 'target')", name="alert_rule_basis"),
+        CheckConstraint("direction IN ('above', 'below', 'either')", name="alert_rule_direction"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    indicator: Mapped[str] = mapped_column(Text)
+    org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"))
+    """The rule watches this org unit and every org unit below it."""
+    basis: Mapped[str] = mapped_column(Text)
+    threshold_pct: Mapped[float] = mapped_column(Double)
+    direction: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(Text)
+
+
+class Alert(Base):
+    """A raised alert: one per rule, org unit and month (raised again only if it clears)."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "org_unit", "period", name="alert_once"),
+        Index("alert_raised_at", "raised_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    rule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert_rule.id", ondelete="CASCADE"))
+    indicator: Mapped[str] = mapped_column(Text)
+    org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"))
+    finess: Mapped[str | None] = mapped_column(Text)
+    period: Mapped[date] = mapped_column(Date)
+    value: Mapped[float | None] = mapped_column(Double)
+    reference: Mapped[float | None] = mapped_column(Double)
+    deviation_pct: Mapped[float] = mapped_column(Double)
+    threshold_pct: Mapped[float] = mapped_column(Double)
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, default="open")
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -1,0 +1,59 @@
+"""Who may read and write what in activity-svc, on top of the scope checks.
+
+- Reading the referential needs ``activity:read``.
+- Reading figures (indicators, dashboards, records, imports, alerts) of an org unit
+  needs ``activity:read`` and the right to act for its establishment; the territory
+  root's figures are for territorial principals only.
+- Writing records needs ``activity:write`` and each record's establishment.
+- Writing the referential needs ``activity:write``: an establishment's tree for its
+  own principals; the territory and its establishments for territorial principals only.
+- Targets and alert rules are steering decisions: ``activity:write`` or
+  ``contracts:write`` (direction, chefs de pôle and cadres de gestion negotiate them),
+  and the org unit's establishment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends
+
+from ght_shared.auth import Principal, PrincipalDep, ensure_establishment, require_scope
+from ght_shared.errors import Forbidden
+
+READ = "activity:read"
+WRITE = "activity:write"
+STEER = ("activity:write", "contracts:write")
+
+
+def require_any_scope(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets through principals holding one of ``scopes`` (403 otherwise)."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if not principal.scopes.intersection(scopes):
+            wanted = " or ".join(repr(s) for s in scopes)
+            raise Forbidden(f"This action needs the scope {wanted}.", required_scope=list(scopes))
+        return principal
+
+    check.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
+    return check
+
+
+Reader = Annotated[Principal, Depends(require_scope(READ))]
+Writer = Annotated[Principal, Depends(require_scope(WRITE))]
+Steerer = Annotated[Principal, Depends(require_any_scope(*STEER))]
+
+
+def ensure_may_read(principal: Principal, finess: str | None) -> None:
+    """Refuse (403) figures of an establishment, or of the territory (``finess`` None)."""
+    if finess is None:
+        if not principal.is_territorial:
+            raise Forbidden("Territory-wide figures are for territorial roles only.")
+        return
+    ensure_establishment(principal, finess)
+
+
+def ensure_may_write(principal: Principal, finess: str | None) -> None:
+    """Refuse (403) a write for an establishment, or for the territory (``finess`` None)."""
+    ensure_may_read(principal, finess)

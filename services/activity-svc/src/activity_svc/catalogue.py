@@ -1,0 +1,383 @@
+"""The declarative catalogue: measures kept per unit and month, indicators computed from them.
+
+A **measure** is an additive quantity over records (a count or a sum under a filter);
+``unit_month`` holds one column per measure, maintained incrementally by each merge.
+An **indicator** is a numerator over a denominator, each a sum of measures, over a
+subtree and a period: ratios are recomputed from the summed parts, never averaged
+(DHIS2's aggregate model). The median coding delay is the one indicator that is not a
+ratio: it is read from a histogram of delays, itself a set of additive measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class RecordKind(StrEnum):
+    STAY = "stay"
+    OUTPATIENT_ACT = "outpatient_act"
+    IMAGING_EXAM = "imaging_exam"
+    CONSULTATION = "consultation"
+    EXPENSE = "expense"
+    REVENUE = "revenue"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """``sum(value)`` over the records of ``kind`` matching ``condition`` (SQL over a record)."""
+
+    name: str
+    kind: RecordKind
+    condition: str = "TRUE"
+    value: str = "1"
+    description: str = ""
+
+    def sql(self, alias: str = "r") -> str:
+        """The record's contribution to this measure, as a SQL expression over ``alias``."""
+        condition = self.condition.replace("{r}", alias)
+        value = self.value.replace("{r}", alias)
+        return f"CASE WHEN {alias}.kind = '{self.kind}' AND ({condition}) THEN {value} ELSE 0 END"
+
+
+# Upper bounds (days, inclusive) of the coding-delay histogram buckets; the last is open.
+# Exact day by day over the first week, where the median of a well-run unit lies.
+CODING_DELAY_BUCKETS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 10, 14, 21, 30, 45, 60, 90)
+
+
+def coding_delay_measure(index: int) -> str:
+    return f"coding_delay_b{index:02d}"
+
+
+def _coding_delay_measures() -> list[Measure]:
+    measures = []
+    lower = 0
+    delay = "({r}.coded_on - {r}.occurred_on)"
+    for index, upper in enumerate((*CODING_DELAY_BUCKETS, None)):
+        bound = f"{delay} >= {lower}" + (f" AND {delay} <= {upper}" if upper is not None else "")
+        label = f"{lower}-{upper} days" if upper is not None else f"{lower} days or more"
+        measures.append(
+            Measure(
+                coding_delay_measure(index),
+                RecordKind.OUTPATIENT_ACT,
+                f"{{r}}.coded AND {bound}",
+                description=f"Coded outpatient acts coded {label} after they were performed.",
+            )
+        )
+        lower = (upper or 0) + 1
+    return measures
+
+
+_SURGICAL = "substr({r}.drg, 3, 1) = 'C'"  # the GHM's third character: C = surgical
+
+MEASURES: tuple[Measure, ...] = (
+    Measure("stays_full", RecordKind.STAY, "{r}.mode = 'full'", description="Full stays."),
+    Measure(
+        "stays_ambulatory",
+        RecordKind.STAY,
+        "{r}.mode = 'ambulatory'",
+        description="Ambulatory (same-day) stays.",
+    ),
+    Measure(
+        "stay_days",
+        RecordKind.STAY,
+        "{r}.mode = 'full'",
+        "{r}.stay_days",
+        "Days of full stays (discharge date minus admission date).",
+    ),
+    Measure(
+        "stays_severity_34",
+        RecordKind.STAY,
+        "{r}.mode = 'full' AND {r}.severity >= 3",
+        description="Full stays of severity level 3 or 4.",
+    ),
+    Measure("surgical_stays", RecordKind.STAY, _SURGICAL, description="Surgical stays (GHM C)."),
+    Measure(
+        "surgical_stays_ambulatory",
+        RecordKind.STAY,
+        f"{_SURGICAL} AND {{r}}.mode = 'ambulatory'",
+        description="Ambulatory surgical stays.",
+    ),
+    Measure(
+        "stay_valuation",
+        RecordKind.STAY,
+        value="coalesce({r}.amount, 0)",
+        description="Valuation of the stays (EUR).",
+    ),
+    Measure("outpatient_acts", RecordKind.OUTPATIENT_ACT, description="Outpatient acts."),
+    Measure(
+        "outpatient_acts_coded",
+        RecordKind.OUTPATIENT_ACT,
+        "{r}.coded",
+        description="Outpatient acts coded.",
+    ),
+    *_coding_delay_measures(),
+    Measure("imaging_exams", RecordKind.IMAGING_EXAM, description="Imaging exams."),
+    Measure("consultations", RecordKind.CONSULTATION, description="Consultations."),
+    Measure("revenue", RecordKind.REVENUE, value="{r}.amount", description="Revenue (EUR)."),
+    *(
+        Measure(
+            f"expenses_title_{title}",
+            RecordKind.EXPENSE,
+            f"{{r}}.budget_title = {title}",
+            "{r}.amount",
+            f"Expenses of budget title {title} (EUR).",
+        )
+        for title in (1, 2, 3, 4)
+    ),
+)
+MEASURE_NAMES = frozenset(m.name for m in MEASURES)
+
+BED_DAYS = "bed_days"
+"""Not a record measure: installed beds x days of the month, from ``unit_capacity``."""
+
+
+class Direction(StrEnum):
+    HIGHER_IS_BETTER = "higher_is_better"
+    LOWER_IS_BETTER = "lower_is_better"
+
+
+class Aggregation(StrEnum):
+    RATIO = "ratio"
+    """``scale x sum(numerator) / sum(denominator)`` (denominator 1 for a volume)."""
+    MEDIAN = "median"
+    """The median of a histogram of measures (the coding delay)."""
+
+
+@dataclass(frozen=True)
+class Indicator:
+    code: str
+    name: str
+    label_fr: str
+    unit: str
+    direction: Direction
+    numerator: tuple[str, ...]
+    denominator: tuple[str, ...] = ()
+    """Empty for a volume (a plain sum)."""
+    scale: float = 1.0
+    aggregation: Aggregation = Aggregation.RATIO
+    record_kind: RecordKind = RecordKind.STAY
+    record_filter: str = "TRUE"
+    """SQL over a record ``{r}``: the records behind the value (drill-down)."""
+    main: bool = True
+    """Shown on the pôle dashboard."""
+    description: str = ""
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def is_volume(self) -> bool:
+        return not self.denominator and self.aggregation is Aggregation.RATIO
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        """Every measure (and ``bed_days``) the indicator reads."""
+        return self.numerator + self.denominator
+
+
+_EXPENSES = tuple(f"expenses_title_{title}" for title in (1, 2, 3, 4))
+_HIGHER = Direction.HIGHER_IS_BETTER
+_LOWER = Direction.LOWER_IS_BETTER
+
+INDICATORS: tuple[Indicator, ...] = (
+    Indicator(
+        "stays_full",
+        "Full stays",
+        "Séjours en hospitalisation complète",
+        "stays",
+        _HIGHER,
+        ("stays_full",),
+        record_filter="{r}.mode = 'full'",
+        tags=("stays",),
+    ),
+    Indicator(
+        "stays_ambulatory",
+        "Ambulatory stays",
+        "Séjours ambulatoires",
+        "stays",
+        _HIGHER,
+        ("stays_ambulatory",),
+        record_filter="{r}.mode = 'ambulatory'",
+        tags=("stays",),
+    ),
+    Indicator(
+        "hospital_days",
+        "Hospital days",
+        "Journées d'hospitalisation",
+        "days",
+        _HIGHER,
+        ("stay_days",),
+        record_filter="{r}.mode = 'full'",
+        tags=("stays",),
+    ),
+    Indicator(
+        "average_length_of_stay",
+        "Average length of stay",
+        "Durée moyenne de séjour (DMS)",
+        "days",
+        _LOWER,
+        ("stay_days",),
+        ("stays_full",),
+        record_filter="{r}.mode = 'full'",
+        tags=("stays",),
+    ),
+    Indicator(
+        "bed_occupancy_rate",
+        "Bed occupancy rate",
+        "Taux d'occupation des lits",
+        "%",
+        _HIGHER,
+        ("stay_days",),
+        (BED_DAYS,),
+        scale=100.0,
+        record_filter="{r}.mode = 'full'",
+        tags=("stays", "beds"),
+        description="Days of full stays over installed beds x days of the month.",
+    ),
+    Indicator(
+        "outpatient_surgery_rate",
+        "Outpatient surgery rate",
+        "Taux de chirurgie ambulatoire",
+        "%",
+        _HIGHER,
+        ("surgical_stays_ambulatory",),
+        ("surgical_stays",),
+        scale=100.0,
+        record_filter=_SURGICAL,
+        tags=("stays",),
+    ),
+    Indicator(
+        "severity_34_share",
+        "Share of severity levels 3-4",
+        "Part des séjours de niveau de sévérité 3-4",
+        "%",
+        _HIGHER,
+        ("stays_severity_34",),
+        ("stays_full",),
+        scale=100.0,
+        record_filter="{r}.mode = 'full'",
+        tags=("stays", "coding"),
+    ),
+    Indicator(
+        "stay_valuation",
+        "Valuation of stays",
+        "Valorisation des séjours",
+        "EUR",
+        _HIGHER,
+        ("stay_valuation",),
+        tags=("stays", "finance"),
+    ),
+    Indicator(
+        "outpatient_acts",
+        "Outpatient acts",
+        "Actes externes",
+        "acts",
+        _HIGHER,
+        ("outpatient_acts",),
+        record_kind=RecordKind.OUTPATIENT_ACT,
+        tags=("outpatient",),
+    ),
+    Indicator(
+        "coding_completeness_rate",
+        "Coding completeness",
+        "Exhaustivité du codage des actes externes",
+        "%",
+        _HIGHER,
+        ("outpatient_acts_coded",),
+        ("outpatient_acts",),
+        scale=100.0,
+        record_kind=RecordKind.OUTPATIENT_ACT,
+        tags=("outpatient", "coding"),
+    ),
+    Indicator(
+        "median_coding_delay",
+        "Median coding delay",
+        "Délai médian de codage",
+        "days",
+        _LOWER,
+        tuple(coding_delay_measure(i) for i in range(len(CODING_DELAY_BUCKETS) + 1)),
+        aggregation=Aggregation.MEDIAN,
+        record_kind=RecordKind.OUTPATIENT_ACT,
+        record_filter="{r}.coded",
+        tags=("outpatient", "coding"),
+        description="Median of the days between an act and its coding, over coded acts.",
+    ),
+    Indicator(
+        "imaging_exams",
+        "Imaging exams",
+        "Examens d'imagerie",
+        "exams",
+        _HIGHER,
+        ("imaging_exams",),
+        record_kind=RecordKind.IMAGING_EXAM,
+        tags=("imaging",),
+    ),
+    Indicator(
+        "consultations",
+        "Consultations",
+        "Consultations",
+        "consultations",
+        _HIGHER,
+        ("consultations",),
+        record_kind=RecordKind.CONSULTATION,
+        tags=("outpatient",),
+    ),
+    Indicator(
+        "revenue",
+        "Revenue",
+        "Recettes",
+        "EUR",
+        _HIGHER,
+        ("revenue",),
+        record_kind=RecordKind.REVENUE,
+        tags=("finance",),
+    ),
+    Indicator(
+        "expenses",
+        "Expenses",
+        "Dépenses",
+        "EUR",
+        _LOWER,
+        _EXPENSES,
+        record_kind=RecordKind.EXPENSE,
+        tags=("finance",),
+    ),
+    *(
+        Indicator(
+            f"expenses_title_{title}",
+            f"Expenses, budget title {title}",
+            f"Dépenses du titre {title}",
+            "EUR",
+            _LOWER,
+            (f"expenses_title_{title}",),
+            record_kind=RecordKind.EXPENSE,
+            record_filter=f"{{r}}.budget_title = {title}",
+            tags=("finance",),
+            description=label,
+        )
+        for title, label in (
+            (1, "Staff expenses."),
+            (2, "Medical expenses."),
+            (3, "General and hotel expenses."),
+            (4, "Depreciation, financial and exceptional expenses."),
+        )
+    ),
+    Indicator(
+        "revenue_expense_ratio",
+        "Revenue / expenses",
+        "Taux de couverture des dépenses par les recettes",
+        "%",
+        _HIGHER,
+        ("revenue",),
+        _EXPENSES,
+        scale=100.0,
+        record_kind=RecordKind.REVENUE,
+        tags=("finance",),
+    ),
+)
+
+INDICATORS_BY_CODE: dict[str, Indicator] = {i.code: i for i in INDICATORS}
+
+
+def indicators_reading(measures: set[str]) -> list[Indicator]:
+    """The indicators whose value depends on one of ``measures``."""
+    return [i for i in INDICATORS if measures.intersection(i.measures)]
