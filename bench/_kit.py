@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator, Sequence
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,6 +24,11 @@ from ght_shared.devservers import NatsServer, PostgresServer, free_port
 from ght_shared.urls import plain_url
 
 T = TypeVar("T")
+
+VENV_BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_LINES = 20
 LoopName = Literal["uvloop", "asyncio"]
 
 
@@ -75,6 +85,106 @@ def servers(root: Path, database_url: str | None, nats_url: str | None) -> Itera
             ns.stop()
         if pg is not None:
             pg.stop()
+
+
+class StackError(Exception):
+    """The stack could not start or died: one message, with the log tail that explains it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Services as uvicorn processes
+# --------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A pre-exec hook asking Linux to SIGTERM the child should this process be killed."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return lambda: None
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+    return hook
+
+
+@dataclass
+class Component:
+    """One uvicorn process: started in its own session, its output in a log file."""
+
+    name: str
+    port: int
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self, app: str, env: dict[str, str], cwd: Path) -> None:
+        args = [
+            str(VENV_BIN / "uvicorn"),
+            app,
+            "--factory",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            # What uvicorn[standard] picks by itself; named so that the conditions hold.
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us only: we stop it ourselves
+                preexec_fn=_die_with_parent(),
+            )
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """Its last lines, less the per-request lines (our own probes would drown the cause)."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        kept = [line for line in text.rstrip().splitlines() if '"msg":"request"' not in line]
+        return "\n".join(kept[-lines:]) if kept else "(log is empty)"
+
+    def failure(self, what: str) -> StackError:
+        return StackError(f"{self.name} {what}; last lines of its log:\n{self.log_tail()}")
+
+    def check_alive(self) -> None:
+        if self.exit_code is not None:
+            raise self.failure(f"stopped unexpectedly (exit code {self.exit_code})")
+
+    def stop(self) -> None:
+        """SIGTERM its process group, SIGKILL after STOP_TIMEOUT_S; idempotent."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            if process.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(STOP_TIMEOUT_S)
+        process.wait()
 
 
 def verdict(ok: bool) -> str:

@@ -42,14 +42,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import multiprocessing
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,7 +64,18 @@ from typing import Literal, NoReturn
 
 import asyncpg
 import nats
-from _kit import LoopName, Servers, percentile, print_report, run_loop, servers, verdict
+from _kit import (
+    HOST,
+    Component,
+    LoopName,
+    Servers,
+    StackError,
+    percentile,
+    print_report,
+    run_loop,
+    servers,
+    verdict,
+)
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
@@ -84,8 +93,6 @@ TARGET_ADDED_P99_MS = 10.0
 TARGET_SSE_P95_MS = 100.0  # commit in the service → event parsed by an SSE client
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 
 GATEWAY_DB = "bench_gateway_overhead_gateway"
 BEDS_DB = "bench_gateway_overhead_beds"
@@ -99,18 +106,12 @@ DIRECT_PATH = "/health/ready"
 GATEWAY_PATH = "/api/beds/health/ready"
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
-LOG_TAIL_LINES = 20
 SEGMENT_WARMUP_S = 0.5  # after the connections of a round open, before its clock starts
 SSE_WARMUP_TIMEOUT_S = 30.0
 FEED_WARMUP_S = 1.0  # of events at the measured rate, before the measured ones
 SSE_DRAIN_TIMEOUT_S = 15.0  # after the last commit, for the last events to arrive
 
 SideName = Literal["direct", "gateway"]
-
-
-class StackError(Exception):
-    """The stack could not start or died: one message, with the log tail that explains it."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,97 +152,6 @@ def bench_databases(servers: Servers) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # beds-svc and the gateway, as uvicorn processes
 # --------------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """A pre-exec hook asking Linux to SIGTERM the child should this process be killed."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return lambda: None
-
-    def hook() -> None:
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-
-    return hook
-
-
-@dataclass
-class Component:
-    """One uvicorn process: started in its own session, its output in a log file."""
-
-    name: str
-    port: int
-    log_file: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self, app: str, env: dict[str, str], cwd: Path) -> None:
-        args = [
-            str(VENV_BIN / "uvicorn"),
-            app,
-            "--factory",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            # What uvicorn[standard] picks by itself; named so that the conditions hold.
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us only: we stop it ourselves
-                preexec_fn=_die_with_parent(),
-            )
-
-    @property
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """Its last lines, less the per-request lines (our own probes would drown the cause)."""
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        kept = [line for line in text.rstrip().splitlines() if '"msg":"request"' not in line]
-        return "\n".join(kept[-lines:]) if kept else "(log is empty)"
-
-    def failure(self, what: str) -> StackError:
-        return StackError(f"{self.name} {what}; last lines of its log:\n{self.log_tail()}")
-
-    def check_alive(self) -> None:
-        if self.exit_code is not None:
-            raise self.failure(f"stopped unexpectedly (exit code {self.exit_code})")
-
-    def stop(self) -> None:
-        """SIGTERM its process group, SIGKILL after STOP_TIMEOUT_S; idempotent."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signum)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(STOP_TIMEOUT_S)
-        process.wait()
 
 
 def _clean_environment() -> dict[str, str]:

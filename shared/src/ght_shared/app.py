@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -51,6 +51,8 @@ class ServiceParts:
     owned_streams: Sequence[str] = ()
     upload_paths: Sequence[str] = ()
     """Path prefixes accepting large bodies (file imports), up to ``max_upload_bytes``."""
+    body_limits: Mapping[str, int] = field(default_factory=dict)
+    """Path prefix -> body limit in bytes, for routes between the two (large JSON batches)."""
     lifespans: Sequence[Callable[[FastAPI], AbstractAsyncContextManager[None]]] = ()
     """Extra resources of the service, entered in order once the runtime is up."""
     consumers: Sequence[ConsumerSpec] = ()
@@ -94,15 +96,20 @@ class RequestContextMiddleware:
         max_upload_bytes: int,
         upload_paths: Sequence[str] = (),
         observers: Sequence[RequestObserver] = (),
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.upload_paths = tuple(upload_paths)
+        self.body_limits = dict(body_limits or {})
         self.observers = tuple(observers)
 
     def _body_limit(self, path: str) -> int:
+        for prefix, limit in self.body_limits.items():
+            if path.startswith(prefix):
+                return limit
         if self.upload_paths and path.startswith(self.upload_paths):
             return self.max_upload_bytes
         return self.max_body_bytes
@@ -237,6 +244,7 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         upload_paths=parts.upload_paths,
+        body_limits=parts.body_limits,
         observers=parts.request_observers,
     )
     app.include_router(health.router)

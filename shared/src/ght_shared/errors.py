@@ -135,6 +135,10 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
             field = str(loc[0])
             reason = (err.get("ctx") or {}).get("error", message)
             message = f"Invalid JSON at character {loc[1]}: {reason}"
+        discriminator = (err.get("ctx") or {}).get("discriminator")
+        if err.get("type") in ("union_tag_invalid", "union_tag_not_found") and discriminator:
+            # Name the field that chose the variant (e.g. records.0.kind), not its parent.
+            field = f"{field}.{str(discriminator).strip(chr(39))}" if field else field
         out.append(
             {
                 "field": field,

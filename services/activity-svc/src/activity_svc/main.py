@@ -7,19 +7,25 @@ from fastapi import FastAPI
 import activity_svc
 from activity_svc.consumers import CONSUMERS
 from activity_svc.events import STREAM
+from activity_svc.indicators.api import router as indicators_router
+from activity_svc.ingestion.api import router as ingestion_router
+from activity_svc.referential.api import router as referential_router
 from activity_svc.settings import Settings
+from activity_svc.steering.api import router as steering_router
 from ght_shared.app import ServiceParts, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
     return create_service_app(
-        settings or Settings(),
+        settings,
         ServiceParts(
             title="activity-svc",
             description=activity_svc.__doc__ or "",
-            routers=(),
+            routers=(referential_router, ingestion_router, indicators_router, steering_router),
             owned_streams=(STREAM,),
             upload_paths=("/imports",),
+            body_limits={"/records": settings.records_body_bytes},
             consumers=CONSUMERS,
         ),
     )

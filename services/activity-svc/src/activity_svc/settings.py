@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from ght_shared.settings import ServiceSettings
@@ -12,3 +13,22 @@ class Settings(ServiceSettings):
 
     service_name: str = "activity-svc"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/activity"
+
+    max_batch_records: int = Field(
+        default=10_000, ge=1, description="Most records in one POST /records batch."
+    )
+    records_body_bytes: int = Field(
+        default=32 * 1_048_576, ge=1024, description="Body limit of POST /records."
+    )
+    import_statement_timeout_s: float = Field(
+        default=1800.0, gt=0, description="How long the merge of one import may take."
+    )
+    import_work_mem: str = Field(
+        default="256MB",
+        pattern=r"^[0-9]+(kB|MB|GB)$",
+        description="PostgreSQL work_mem of an import's merge (its sort of the file's rows).",
+    )
+    local_timezone: str = Field(
+        default="Europe/Paris",
+        description="Time zone of date-times sent without an offset, and of a stay's dates.",
+    )

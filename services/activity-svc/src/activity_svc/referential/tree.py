@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from activity_svc.errors import InvalidInput, OrgUnitConflict
 from activity_svc.models import OrgUnit, OrgUnitMembership, OrgUnitVersion, UnitCapacity
 from ght_shared.identifiers import is_finess
+
+try:
+    # The establishments' days: a version "from today" starts at midnight in France.
+    LOCAL_TIME: tzinfo = ZoneInfo("Europe/Paris")
+except ZoneInfoNotFoundError:  # an image without time zone data
+    LOCAL_TIME = UTC
+
+
+def local_date(moment: datetime) -> date:
+    """The establishments' calendar day of ``moment`` (naive: taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(LOCAL_TIME).date()
+
+
+def today() -> date:
+    return local_date(datetime.now(UTC))
 
 
 class OrgUnitKind(StrEnum):

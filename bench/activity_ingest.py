@@ -1,0 +1,377 @@
+"""activity-svc ingestion: a 2 000 000-record CSV import end to end, beside a raw COPY.
+
+Figures (the issue's words):
+- import of 2 000 000 records from CSV, from the first byte uploaded to the answer, which
+  comes once the records are merged, the monthly measures updated and the import's events
+  stored, all committed: target ≥ 100 000 records/s;
+- the same, as a share of a raw ``COPY`` of the same file into a bare table (text columns,
+  no index, no constraint) measured in the same run on the same server: target ≥ 50 %;
+- aggregates up to date after a 10 000-record batch (``POST /records``; the answer comes
+  after the commit of the records and of their monthly measures): target ≤ 1 s.
+
+The service runs as a uvicorn process (uvloop, httptools) on its own database, with the
+relay publishing to NATS (``sync_interval: always``); PostgreSQL has fsync and
+synchronous_commit on. The territory: 4 establishments, 240 units; the records span 24
+months over every kind (stays, outpatient acts, imaging exams, consultations, expenses,
+revenue), as an establishment's monthly export would.
+
+Run: ``.venv/bin/python bench/activity_ingest.py [--records 2000000]``. A missed target is
+reported, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import jwt
+from _kit import Component, Servers, StackError, print_report, servers, verdict
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
+from activity_svc.settings import Settings
+from ght_shared.db import Database
+from ght_shared.devservers import free_port
+from ght_shared.migrations import upgrade
+
+TARGET_RATE = 100_000.0  # records/s, upload → merged aggregates
+TARGET_RATIO = 0.5  # end-to-end rate / raw COPY rate of the same file
+TARGET_BATCH_S = 1.0  # 10 000-record batch → aggregates up to date
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ALEMBIC_INI = REPO_ROOT / "services/activity-svc/alembic.ini"
+DATABASE = "bench_activity_ingest"
+ESTABLISHMENTS = ("420784878", "420000010", "420000028", "420000036")
+SINCE = date(2023, 1, 1)
+FIRST_MONTH = date(2024, 1, 1)
+MONTHS = 24
+CSV_FIELDS = (
+    "kind", "source", "source_id", "finess", "unit", "admitted_at", "discharged_at", "drg",
+    "severity", "mode", "date", "code", "code_system", "coded", "coded_on", "budget_title",
+    "account", "amount",
+)  # fmt: skip
+READY_TIMEOUT_S = 60.0
+
+
+# --------------------------------------------------------------------------------------------
+# The territory and the file
+# --------------------------------------------------------------------------------------------
+
+
+def territory() -> list[OrgUnitChange]:
+    """4 establishments x 5 pôles x 3 departments x 4 units (UF codes 1000-1059 each)."""
+    nodes = [OrgUnitChange("GHT", OrgUnitKind.TERRITORY, "GHT", None, SINCE)]
+    for e, finess in enumerate(ESTABLISHMENTS):
+        nodes.append(OrgUnitChange(finess, OrgUnitKind.ESTABLISHMENT, f"E{e}", "GHT", SINCE))
+        for p in range(5):
+            pole = f"E{e}-P{p}"
+            nodes.append(OrgUnitChange(pole, OrgUnitKind.POLE, pole, finess, SINCE))
+            for d in range(3):
+                department = f"{pole}-D{d}"
+                nodes.append(
+                    OrgUnitChange(department, OrgUnitKind.DEPARTMENT, department, pole, SINCE)
+                )
+                for u in range(4):
+                    uf = str(1000 + p * 12 + d * 4 + u)
+                    nodes.append(
+                        OrgUnitChange(
+                            f"E{e}-UF{uf}",
+                            OrgUnitKind.UNIT,
+                            f"Unit {uf}",
+                            department,
+                            SINCE,
+                            uf=uf,
+                            installed_beds=20 + u * 5,
+                        )
+                    )
+    return nodes
+
+
+def record_line(rng: random.Random, index: int, prefix: str, day: date) -> str:
+    finess = ESTABLISHMENTS[index % 4]
+    uf = str(1000 + rng.randrange(60))
+    roll = rng.random()
+    source_id = f"{prefix}{index:09d}"
+    if roll < 0.25:
+        los = rng.choice((0, 0, 1, 2, 3, 4, 5, 6, 8, 12))
+        admitted = day - timedelta(days=los)
+        mode = "ambulatory" if los == 0 else "full"
+        drg = f"{rng.randrange(1, 28):02d}{rng.choice('CKMM')}{rng.randrange(1, 20):02d}"
+        drg += "J" if mode == "ambulatory" else str(rng.randrange(1, 5))
+        severity = "" if mode == "ambulatory" else drg[-1]
+        return (
+            f"stay,pmsi,{source_id},{finess},{uf},{admitted}T09:00:00,{day}T15:00:00,{drg},"
+            f"{severity},{mode},,,,,,,,{rng.randrange(500, 9000)}.00"
+        )
+    if roll < 0.70:
+        coded = rng.random() < 0.93
+        coded_on = day + timedelta(days=rng.randrange(0, 12)) if coded else ""
+        return (
+            f"outpatient_act,actes,{source_id},{finess},{uf},,,,,,{day},"
+            f"YYYY{rng.randrange(100, 999)},CCAM,{'true' if coded else 'false'},{coded_on},,,"
+            f"{rng.randrange(20, 200)}.00"
+        )
+    if roll < 0.85:
+        return f"imaging_exam,ris,{source_id},{finess},{uf},,,,,,{day},ZBQK002,,,,,,69.00"
+    if roll < 0.95:
+        return f"consultation,rdv,{source_id},{finess},{uf},,,,,,{day},CS,,,,,,30.00"
+    if roll < 0.98:
+        title = rng.choice((1, 1, 1, 2, 3, 4))
+        return (
+            f"expense,gef,{source_id},{finess},{uf},,,,,,{day},,,,,{title},6{title}11,"
+            f"{rng.randrange(100, 50_000)}.00"
+        )
+    amount = rng.randrange(100, 90_000)
+    return f"revenue,gef,{source_id},{finess},{uf},,,,,,{day},,,,,1,7311,{amount}.00"
+
+
+def write_csv(path: Path, count: int, seed: int = 4) -> None:
+    rng = random.Random(seed)
+    days = [FIRST_MONTH + timedelta(days=d) for d in range(MONTHS * 365 // 12)]
+    with path.open("w", encoding="utf-8") as out:
+        out.write(",".join(CSV_FIELDS) + "\n")
+        lines = []
+        for index in range(count):
+            lines.append(record_line(rng, index, "R", days[index % len(days)]))
+            if len(lines) == 50_000:
+                out.write("\n".join(lines) + "\n")
+                lines = []
+        if lines:
+            out.write("\n".join(lines) + "\n")
+
+
+def batch_records(count: int, batch: int) -> list[dict[str, object]]:
+    """A 10 000-record batch as an IT system sends it: this month's outpatient acts."""
+    day = date.today().replace(day=1)
+    return [
+        {
+            "kind": "outpatient_act",
+            "source": "actes-live",
+            "source_id": f"B{batch}-{i}",
+            "finess": ESTABLISHMENTS[i % 4],
+            "unit": str(1000 + i % 60),
+            "date": day.isoformat(),
+            "code": "YYYY123",
+            "code_system": "CCAM",
+            "coded": i % 10 != 0,
+            "coded_on": day.isoformat() if i % 10 != 0 else None,
+            "amount": 40.0,
+        }
+        for i in range(count)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+async def prepare_database(srv: Servers) -> str:
+    admin = await asyncpg.connect(srv.database_url("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await admin.close()
+    url = srv.database_url(DATABASE)
+    await asyncio.to_thread(upgrade, ALEMBIC_INI, url)
+    database = Database(Settings(database_url=url))
+    try:
+        async with database.transaction() as session:
+            for node in territory():
+                await upsert_org_unit(session, node, "bench")
+    finally:
+        await database.dispose()
+    return url
+
+
+async def raw_copy_seconds(url: str, path: Path) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        columns = ", ".join(f"{name} text" for name in CSV_FIELDS)
+        await conn.execute(
+            f"DROP TABLE IF EXISTS bench_raw_copy; CREATE TABLE bench_raw_copy ({columns})"
+        )
+        started = time.perf_counter()
+        await conn.copy_to_table(
+            "bench_raw_copy", source=path, columns=list(CSV_FIELDS), format="csv", header=True
+        )
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE bench_raw_copy")
+        return elapsed
+    finally:
+        await conn.close()
+
+
+async def file_chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(size):
+            yield chunk
+
+
+def signing_material() -> tuple[bytes, str]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
+def token(private: bytes) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "ght-gateway", "aud": "ght-platform", "sub": "bench", "iat": now, "nbf": now,
+        "exp": now + 3600, "jti": uuid.uuid4().hex, "roles": ["admin"], "establishments": ["*"],
+        "scope": "activity:read activity:write",
+    }  # fmt: skip
+    return jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": "bench"})
+
+
+async def wait_ready(client: httpx.AsyncClient, service: Component) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        service.check_alive()
+        try:
+            if (await client.get("/health/ready")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    raise service.failure("was not ready in time")
+
+
+async def measure(args: argparse.Namespace, srv: Servers, root: Path) -> None:
+    print(f"generating {args.records:,} records as CSV ...", flush=True)
+    path = root / "records.csv"
+    started = time.perf_counter()
+    write_csv(path, args.records)
+    size_mb = path.stat().st_size / 1e6
+    print(f"  {size_mb:.0f} MB in {time.perf_counter() - started:.1f} s", flush=True)
+    url = await prepare_database(srv)
+
+    copy_s = await raw_copy_seconds(url, path)
+    print(f"raw COPY: {copy_s:.1f} s", flush=True)
+
+    private, public = signing_material()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")},
+        "ACTIVITY_DATABASE_URL": url,
+        "ACTIVITY_NATS_URL": srv.nats_url,
+        "ACTIVITY_JWT_PUBLIC_KEY": public,
+        "ACTIVITY_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+    service = Component("activity-svc", free_port(), root / "activity.log")
+    service.start("activity_svc.main:create_app", env, REPO_ROOT)
+    headers = {"Authorization": f"Bearer {token(private)}"}
+    try:
+        async with httpx.AsyncClient(
+            base_url=service.url, headers=headers, timeout=httpx.Timeout(3600.0)
+        ) as client:
+            await wait_ready(client, service)
+            print("importing through POST /imports ...", flush=True)
+            started = time.perf_counter()
+            response = await client.post(
+                "/imports",
+                content=file_chunks(path),
+                headers={"content-type": "text/csv"},
+                params={"filename": path.name},
+            )
+            import_s = time.perf_counter() - started
+            if response.status_code != 201:
+                raise StackError(f"import answered {response.status_code}: {response.text[:500]}")
+            report = response.json()
+            if report["accepted"] != args.records:
+                raise StackError(f"import accepted {report['accepted']} of {args.records} records")
+
+            batch_s = []
+            for batch in range(args.batches):
+                records = batch_records(args.batch_size, batch)
+                started = time.perf_counter()
+                response = await client.post("/records", json={"records": records})
+                batch_s.append(time.perf_counter() - started)
+                if response.status_code != 201:
+                    raise StackError(
+                        f"batch answered {response.status_code}: {response.text[:500]}"
+                    )
+            live = await client.get(
+                "/indicators/outpatient_acts/values",
+                params={"org_unit": "GHT", "from": date.today().strftime("%Y-%m"),
+                        "to": date.today().strftime("%Y-%m")},
+            )  # fmt: skip
+            counted = live.json()["values"][-1]["value"] if live.status_code == 200 else None
+    finally:
+        service.stop()
+
+    rate = args.records / import_s
+    copy_rate = args.records / copy_s
+    ratio = rate / copy_rate
+    batch_median = statistics.median(batch_s)
+    batch_max = max(batch_s)
+    print_report(
+        "activity-svc ingestion",
+        [
+            ("raw COPY of the file (baseline)", f"{copy_rate:,.0f} records/s", "reference", ""),
+            (
+                f"CSV import, {args.records:,} records",
+                f"{rate:,.0f} records/s",
+                f">= {TARGET_RATE:,.0f} records/s",
+                verdict(rate >= TARGET_RATE),
+            ),
+            (
+                "import / raw COPY",
+                f"{ratio:.2f}",
+                f">= {TARGET_RATIO}",
+                verdict(ratio >= TARGET_RATIO),
+            ),
+            (
+                f"{args.batch_size:,}-record batch -> aggregates (median of {args.batches})",
+                f"{batch_median:.2f} s",
+                f"<= {TARGET_BATCH_S} s",
+                verdict(batch_median <= TARGET_BATCH_S),
+            ),
+            ("same, slowest batch", f"{batch_max:.2f} s", "", ""),
+        ],
+        [
+            f"file: {size_mb:.0f} MB CSV, {args.records:,} records over {MONTHS} months, 6 kinds,"
+            f" 4 establishments, 240 units",
+            f"import: {import_s:.1f} s end to end; raw COPY: {copy_s:.1f} s",
+            f"outpatient acts of this month in the territory after the batches: {counted}",
+            "service: 1 uvicorn process (uvloop, httptools); PostgreSQL fsync on,"
+            " synchronous_commit on; NATS sync_interval always",
+            f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument("--nats-url", default=os.environ.get("BENCH_NATS_URL"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-activity-") as tmp:
+        root = Path(tmp)
+        with servers(root, args.database_url, args.nats_url) as srv:
+            asyncio.run(measure(args, srv, root))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Routes of the indicators: catalogue, values, dashboards, drill-down, overview.
+
+Every route needs ``activity:read``; figures of an org unit need the right to read its
+establishment, and the territory root's figures a territorial principal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import Select, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activity_svc.access import Reader, ensure_may_read
+from activity_svc.catalogue import INDICATORS, INDICATORS_BY_CODE, Indicator
+from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound
+from activity_svc.indicators.overview import activity_overview
+from activity_svc.indicators.schemas import (
+    ActivityOverview,
+    Dashboard,
+    FiguresRead,
+    IndicatorRead,
+    IndicatorSummary,
+    IndicatorValues,
+    OrgUnitFigures,
+    OrgUnitRef,
+    RecordPage,
+    RecordRead,
+)
+from activity_svc.indicators.values import (
+    Scope,
+    add_months,
+    compute_figures,
+    first_of_month,
+    months_between,
+)
+from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
+from ght_shared.db import SessionDep
+from ght_shared.identifiers import Finess
+
+router = APIRouter(tags=["indicators"])
+
+_UnitRows = Select[str, str, str | None, str]
+
+MAX_MONTHS = 60
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+MAIN_INDICATORS: tuple[Indicator, ...] = tuple(i for i in INDICATORS if i.main)
+
+OrgUnitCode = Annotated[str, Query(min_length=1, max_length=64, description="Org unit code.")]
+Period = Annotated[str | None, Query(description="A month, YYYY-MM.", examples=["2025-03"])]
+ScopeQuery = Annotated[
+    Scope,
+    Query(description="as_was: the tree as it was each month; constant: today's tree."),
+]
+
+
+def parse_month(value: str, field: str) -> date:
+    """``YYYY-MM`` → the month's first day; 422 naming ``field`` otherwise."""
+    match = _MONTH.match(value.strip())
+    if match is None or not 1 <= int(match[2]) <= 12 or not 1900 <= int(match[1]) <= 2999:
+        raise InvalidInput(
+            f"{field} must be a month written YYYY-MM (month 01 to 12), not {value!r}.",
+            field=field,
+            rule="period",
+        )
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def _indicator(code: str) -> Indicator:
+    indicator = INDICATORS_BY_CODE.get(code)
+    if indicator is None:
+        raise IndicatorNotFound(f"No indicator {code!r} in the catalogue.", indicator=code)
+    return indicator
+
+
+def _this_month() -> date:
+    return first_of_month(datetime.now(UTC).date())
+
+
+def _valid_on(query: _UnitRows, at: date | None) -> _UnitRows:
+    if at is None:
+        return query.where(OrgUnitVersion.valid_to.is_(None))
+    return query.where(
+        OrgUnitVersion.valid_from <= at,
+        or_(OrgUnitVersion.valid_to.is_(None), OrgUnitVersion.valid_to > at),
+    )
+
+
+def _org_unit_query() -> _UnitRows:
+    return select(OrgUnit.code, OrgUnit.kind, OrgUnit.finess, OrgUnitVersion.name).join(
+        OrgUnitVersion, OrgUnitVersion.code == OrgUnit.code
+    )
+
+
+async def readable_org_unit(session: AsyncSession, principal: Reader, code: str) -> OrgUnitRef:
+    """The org unit (named as it is today), after checking the caller may read its figures."""
+    row = (
+        await session.execute(_valid_on(_org_unit_query().where(OrgUnit.code == code), None))
+    ).first()
+    if row is None:
+        raise OrgUnitNotFound(f"No org unit {code!r}.", org_unit=code)
+    unit = OrgUnitRef(code=row.code, kind=row.kind, name=row.name, finess=row.finess)
+    ensure_may_read(principal, unit.finess)
+    return unit
+
+
+async def children_of(session: AsyncSession, code: str, at: date | None) -> list[OrgUnitRef]:
+    """The active direct children of ``code`` on ``at`` (today's when None)."""
+    query = _valid_on(
+        _org_unit_query().where(OrgUnitVersion.parent == code, OrgUnitVersion.active), at
+    ).order_by(OrgUnitVersion.name, OrgUnit.code)
+    return [
+        OrgUnitRef(code=r.code, kind=r.kind, name=r.name, finess=r.finess)
+        for r in await session.execute(query)
+    ]
+
+
+async def latest_month_with_data(session: AsyncSession, code: str) -> date | None:
+    """The latest month any unit below ``code`` (then or now) has data for."""
+    month: date | None = await session.scalar(
+        text(
+            """SELECT max(last.month) FROM org_unit_membership m
+            CROSS JOIN LATERAL (SELECT max(u.month) AS month FROM unit_month u
+                                WHERE u.unit = m.unit) AS last
+            WHERE m.ancestor = :code"""
+        ),
+        {"code": code},
+    )
+    return month
+
+
+@router.get("/indicators", summary="The indicator catalogue", response_model=list[IndicatorRead])
+async def list_indicators(principal: Reader) -> list[IndicatorRead]:
+    return [IndicatorRead.of(indicator) for indicator in INDICATORS]
+
+
+@router.get(
+    "/indicators/{code}/values",
+    summary="An indicator's figures month by month, with year-over-year, projection, target",
+    response_model=IndicatorValues,
+)
+async def indicator_values(
+    principal: Reader,
+    session: SessionDep,
+    code: Annotated[str, Path(max_length=64)],
+    org_unit: OrgUnitCode,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="First month, YYYY-MM (January of `to`'s year)."),
+    ] = None,
+    to: Annotated[str | None, Query(description="Last month, YYYY-MM (this month).")] = None,
+    scope: ScopeQuery = Scope.AS_WAS,
+) -> IndicatorValues:
+    indicator = _indicator(code)
+    last = parse_month(to, "to") if to is not None else _this_month()
+    first = parse_month(from_, "from") if from_ is not None else date(last.year, 1, 1)
+    if first > last:
+        raise InvalidInput(
+            f"from ({first:%Y-%m}) is after to ({last:%Y-%m}).", field="from", rule="before_to"
+        )
+    months = months_between(first, last)
+    if len(months) > MAX_MONTHS:
+        raise InvalidInput(
+            f"At most {MAX_MONTHS} months per request ({len(months)} asked).",
+            field="from",
+            rule="max_months",
+        )
+    unit = await readable_org_unit(session, principal, org_unit)
+    figures = await compute_figures(
+        session, [indicator], [(unit.code, m) for m in months], {unit.code: unit.finess}, scope
+    )
+    return IndicatorValues(
+        indicator=IndicatorSummary.of(indicator),
+        org_unit=unit,
+        scope=scope,
+        values=[FiguresRead.of(f) for f in figures],
+    )
+
+
+@router.get(
+    "/dashboards/{org_unit}",
+    summary="Every main indicator for an org unit and its direct children, one month",
+    response_model=Dashboard,
+)
+async def dashboard(
+    principal: Reader,
+    session: SessionDep,
+    org_unit: Annotated[str, Path(max_length=64)],
+    period: Period = None,
+    scope: ScopeQuery = Scope.AS_WAS,
+    months: Annotated[
+        int,
+        Query(ge=1, le=12, description="How many months, ending at `period` (trend charts)."),
+    ] = 1,
+) -> Dashboard:
+    """``period`` defaults to the latest month with data below the org unit. The children
+    are those of the period (as it was) or today's (constant scope). With ``months`` > 1
+    each org unit's figures run month by month (oldest first), every main indicator in
+    each month."""
+    month = parse_month(period, "period") if period is not None else None
+    unit = await readable_org_unit(session, principal, org_unit)
+    if month is None:
+        month = await latest_month_with_data(session, unit.code) or _this_month()
+    children = await children_of(session, unit.code, month if scope is Scope.AS_WAS else None)
+    units = [unit, *children]
+    figures = await compute_figures(
+        session,
+        MAIN_INDICATORS,
+        [(u.code, add_months(month, -back)) for u in units for back in range(months - 1, -1, -1)],
+        {u.code: u.finess for u in units},
+        scope,
+    )
+    by_unit: dict[str, list[FiguresRead]] = {u.code: [] for u in units}
+    for f in figures:
+        by_unit[f.org_unit].append(FiguresRead.of(f))
+    return Dashboard(
+        period=month.strftime("%Y-%m"),
+        months=months,
+        scope=scope,
+        indicators=[IndicatorSummary.of(i) for i in MAIN_INDICATORS],
+        org_unit=OrgUnitFigures(**unit.model_dump(), figures=by_unit[unit.code]),
+        children=[OrgUnitFigures(**c.model_dump(), figures=by_unit[c.code]) for c in children],
+    )
+
+
+def _encode_cursor(source: str, source_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([source, source_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        source, source_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(source, str) or not isinstance(source_id, str):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            "cursor is not one this API gave.", field="cursor", rule="cursor"
+        ) from exc
+    return source, source_id
+
+
+@router.get(
+    "/indicators/{code}/records",
+    summary="The records behind an indicator's value (drill-down), paged",
+    response_model=RecordPage,
+)
+async def indicator_records(
+    principal: Reader,
+    session: SessionDep,
+    code: Annotated[str, Path(max_length=64)],
+    org_unit: OrgUnitCode,
+    period: Annotated[str, Query(description="The month, YYYY-MM.")],
+    scope: ScopeQuery = Scope.AS_WAS,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> RecordPage:
+    """The records of the indicator's kind and filter, of the units below the org unit
+    that month (as it was, or in today's tree), ordered by (source, source_id)."""
+    indicator = _indicator(code)
+    month = parse_month(period, "period")
+    after = _decode_cursor(cursor) if cursor is not None else None
+    unit = await readable_org_unit(session, principal, org_unit)
+    membership = select(OrgUnitMembership.unit).where(OrgUnitMembership.ancestor == unit.code)
+    if scope is Scope.AS_WAS:
+        membership = membership.where(
+            OrgUnitMembership.valid_from <= month,
+            or_(OrgUnitMembership.valid_to.is_(None), OrgUnitMembership.valid_to > month),
+        )
+    else:
+        membership = membership.where(OrgUnitMembership.valid_to.is_(None))
+    query = (
+        select(ActivityRecord)
+        .where(
+            ActivityRecord.unit.in_(membership),
+            ActivityRecord.month == month,
+            ActivityRecord.kind == indicator.record_kind.value,
+            # The catalogue's own SQL (never the request's).
+            text(indicator.record_filter.replace("{r}", ActivityRecord.__tablename__)),
+        )
+        .order_by(ActivityRecord.source, ActivityRecord.source_id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(tuple_(ActivityRecord.source, ActivityRecord.source_id) > after)
+    records = list((await session.scalars(query)).all())
+    next_cursor = None
+    if len(records) > limit:
+        records = records[:limit]
+        next_cursor = _encode_cursor(records[-1].source, records[-1].source_id)
+    return RecordPage(
+        items=[RecordRead.model_validate(r) for r in records], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/overview",
+    summary="Headline activity per establishment, for the gateway's territorial overview",
+    response_model=ActivityOverview,
+    response_model_exclude_unset=True,
+)
+async def overview(
+    principal: Reader,
+    session: SessionDep,
+    establishment: Annotated[
+        list[Finess] | None,
+        Query(description="FINESS (repeatable); absent: every establishment the caller sees."),
+    ] = None,
+) -> ActivityOverview:
+    """docs/overview.md: ``headline`` per establishment at its latest month with data;
+    the territory's too for a territorial caller."""
+    if establishment:
+        for finess in establishment:
+            ensure_may_read(principal, finess)
+        wanted: set[str] | None = set(establishment)
+    elif principal.is_territorial:
+        wanted = None
+    else:
+        wanted = set(principal.establishments)
+    return await activity_overview(session, wanted, principal.is_territorial)

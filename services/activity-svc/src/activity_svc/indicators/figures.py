@@ -1,0 +1,50 @@
+"""The figures of one indicator for one org unit and one month, as every reader gets them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figures:
+    """An indicator's value for a month with its comparisons (None where not computable).
+
+    Variations are in % of the reference (``(value - reference) / |reference| x 100``);
+    the projection applies last year's seasonal profile to this year's year to date.
+    """
+
+    indicator: str
+    org_unit: str
+    finess: str | None
+    period: date
+    """The month (its first day)."""
+    value: float | None
+    same_period_last_year: float | None
+    variation_pct: float | None
+    year_to_date: float | None
+    year_to_date_last_year: float | None
+    year_to_date_variation_pct: float | None
+    projection: float | None
+    target: float | None = None
+    """The target of the month (the year's target spread by its monthly profile)."""
+    target_year_to_date: float | None = None
+    target_year: float | None = None
+
+    def event_data(self) -> dict[str, Any]:
+        """The ``data`` of ``ght.activity.indicator.updated`` (EVENTS.md)."""
+        return {
+            "indicator": self.indicator,
+            "org_unit": self.org_unit,
+            "period": self.period.strftime("%Y-%m"),
+            "value": self.value,
+            "same_period_last_year": self.same_period_last_year,
+            "variation_pct": self.variation_pct,
+            "year_to_date": self.year_to_date,
+            "year_to_date_last_year": self.year_to_date_last_year,
+            "year_to_date_variation_pct": self.year_to_date_variation_pct,
+            "projection": self.projection,
+            "target": self.target,
+            "target_year": self.target_year,
+        }

@@ -1,0 +1,216 @@
+"""Response models of the indicator routes (catalogue, values, dashboards, records, overview)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from activity_svc.catalogue import (
+    BED_DAYS,
+    MEASURES,
+    Aggregation,
+    Direction,
+    Indicator,
+    RecordKind,
+)
+from activity_svc.indicators.figures import Figures
+from activity_svc.indicators.values import Scope
+from ght_shared.schemas import ReadModel
+
+_DESCRIPTIONS = {m.name: m.description for m in MEASURES} | {
+    BED_DAYS: "Installed beds on the month's first day x days of the month (bed capacity)."
+}
+
+
+class MeasureRead(BaseModel):
+    name: str
+    description: str
+
+
+class IndicatorRead(BaseModel):
+    """An indicator of the catalogue: what it divides, how it reads."""
+
+    code: str
+    name: str
+    label_fr: str
+    unit: str
+    direction: Direction
+    aggregation: Aggregation
+    scale: float
+    numerator: list[MeasureRead]
+    denominator: list[MeasureRead] = Field(description="Empty for a volume (a plain sum).")
+    record_kind: RecordKind = Field(description="The kind of the records behind a value.")
+    tags: list[str]
+    main: bool = Field(description="Shown on the dashboards.")
+    description: str
+
+    @classmethod
+    def of(cls, indicator: Indicator) -> IndicatorRead:
+        def measures(names: tuple[str, ...]) -> list[MeasureRead]:
+            return [MeasureRead(name=n, description=_DESCRIPTIONS.get(n, "")) for n in names]
+
+        return cls(
+            code=indicator.code,
+            name=indicator.name,
+            label_fr=indicator.label_fr,
+            unit=indicator.unit,
+            direction=indicator.direction,
+            aggregation=indicator.aggregation,
+            scale=indicator.scale,
+            numerator=measures(indicator.numerator),
+            denominator=measures(indicator.denominator),
+            record_kind=indicator.record_kind,
+            tags=list(indicator.tags),
+            main=indicator.main,
+            description=indicator.description,
+        )
+
+
+class IndicatorSummary(BaseModel):
+    """How to show an indicator's figures (a dashboard's column headers)."""
+
+    code: str
+    name: str
+    label_fr: str
+    unit: str
+    direction: Direction
+
+    @classmethod
+    def of(cls, indicator: Indicator) -> IndicatorSummary:
+        return cls(
+            code=indicator.code,
+            name=indicator.name,
+            label_fr=indicator.label_fr,
+            unit=indicator.unit,
+            direction=indicator.direction,
+        )
+
+
+class FiguresRead(BaseModel):
+    """One indicator's figures for one month; None where not computable."""
+
+    indicator: str
+    period: str = Field(description="The month, YYYY-MM.")
+    value: float | None
+    same_period_last_year: float | None
+    variation_pct: float | None = Field(description="(value - last year) / |last year| x 100.")
+    year_to_date: float | None
+    year_to_date_last_year: float | None
+    year_to_date_variation_pct: float | None
+    projection: float | None = Field(
+        description="Year-end projection: last year's seasonal profile applied to this "
+        "year's year to date."
+    )
+    target: float | None = Field(description="The month's target (profiled for a volume).")
+    target_year_to_date: float | None
+    target_year: float | None
+
+    @classmethod
+    def of(cls, figures: Figures) -> FiguresRead:
+        return cls(
+            indicator=figures.indicator,
+            period=figures.period.strftime("%Y-%m"),
+            value=figures.value,
+            same_period_last_year=figures.same_period_last_year,
+            variation_pct=figures.variation_pct,
+            year_to_date=figures.year_to_date,
+            year_to_date_last_year=figures.year_to_date_last_year,
+            year_to_date_variation_pct=figures.year_to_date_variation_pct,
+            projection=figures.projection,
+            target=figures.target,
+            target_year_to_date=figures.target_year_to_date,
+            target_year=figures.target_year,
+        )
+
+
+class OrgUnitRef(BaseModel):
+    code: str
+    kind: str
+    name: str
+    finess: str | None
+
+
+class IndicatorValues(BaseModel):
+    """An indicator's figures month by month for one org unit."""
+
+    indicator: IndicatorSummary
+    org_unit: OrgUnitRef
+    scope: Scope
+    values: list[FiguresRead]
+
+
+class OrgUnitFigures(OrgUnitRef):
+    figures: list[FiguresRead] = Field(
+        description="Per month (oldest first), one per main indicator in catalogue order."
+    )
+
+
+class Dashboard(BaseModel):
+    """Every main indicator for an org unit and each of its direct children, one month."""
+
+    period: str = Field(description="The (last) month, YYYY-MM.")
+    months: int
+    scope: Scope
+    indicators: list[IndicatorSummary]
+    org_unit: OrgUnitFigures
+    children: list[OrgUnitFigures]
+
+
+class RecordRead(ReadModel):
+    """An activity record behind an indicator's value (the columns its kind uses)."""
+
+    source: str
+    source_id: str
+    kind: RecordKind
+    finess: str
+    unit: str
+    uf: str
+    month: date
+    occurred_on: date
+    admitted_at: datetime | None
+    discharged_at: datetime | None
+    drg: str | None
+    severity: int | None
+    mode: str | None
+    stay_days: int | None
+    code: str | None
+    code_system: str | None
+    coded: bool | None
+    coded_on: date | None
+    budget_title: int | None
+    account: str | None
+    amount: float | None
+    import_id: uuid.UUID
+    received_at: datetime
+
+
+class RecordPage(BaseModel):
+    items: list[RecordRead]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class HeadlineFigure(BaseModel):
+    """A headline indicator's year to date against the same period last year."""
+
+    indicator: str
+    label_fr: str
+    unit: str
+    period: str = Field(description="The latest month with data, YYYY-MM.")
+    year_to_date: float | None
+    same_period_last_year: float | None = Field(description="Last year's year to date.")
+    change: float | None = Field(description="Variation in % of last year's year to date.")
+
+
+class ActivityHeadline(BaseModel):
+    headline: list[HeadlineFigure]
+
+
+class ActivityOverview(BaseModel):
+    """The activity part of the gateway's territorial overview (docs/overview.md)."""
+
+    establishments: dict[str, ActivityHeadline]
+    territory: ActivityHeadline | None = Field(
+        default=None, description="Territorial callers only (absent otherwise)."
+    )

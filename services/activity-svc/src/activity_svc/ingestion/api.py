@@ -1,0 +1,305 @@
+"""Routes of ingestion: JSON record batches and file imports, with their reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activity_svc.access import Reader, Writer
+from activity_svc.errors import ImportNotFound, InvalidInput
+from activity_svc.ingestion.imports import (
+    ImportFormat,
+    ImportRequest,
+    OnError,
+    run_import,
+)
+from activity_svc.ingestion.schemas import (
+    ImportPage,
+    ImportRead,
+    ImportReport,
+    RecordBatch,
+    RejectionPage,
+    RejectionRead,
+)
+from activity_svc.ingestion.staging import CsvStager, NdjsonStager, RecordsStager, Stager, gunzip
+from activity_svc.models import ImportRejection, RecordImport
+from activity_svc.settings import Settings
+from ght_shared.auth import Principal
+from ght_shared.db import SessionDep, database_of
+from ght_shared.errors import DomainError
+
+router = APIRouter(tags=["ingestion"])
+
+REPORTED_REJECTIONS = 100
+"""Rejected rows returned with an import's report; the rest are paged."""
+
+_CSV_TYPES = ("text/csv", "application/csv", "text/plain")
+_NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+class ImportRejected(DomainError):
+    """Rows were rejected and the caller asked for all or nothing."""
+
+    status = 422
+    code = "import_rejected"
+    title = "Import rejected"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+OnErrorQuery = Annotated[
+    OnError,
+    Query(
+        description="`reject_file`: any bad row rejects the whole import (the default);"
+        " `skip_row`: bad rows are reported, the others merged."
+    ),
+]
+
+
+@router.post(
+    "/records",
+    status_code=201,
+    response_model=ImportReport,
+    summary="Send a batch of records (JSON, up to 10 000)",
+)
+async def post_records(
+    batch: RecordBatch,
+    request: Request,
+    response: Response,
+    principal: Writer,
+    on_error: OnErrorQuery = OnError.REJECT_FILE,
+) -> ImportReport:
+    """Records are keyed by `(source, source_id)`: resending a record replaces it."""
+    settings: Settings = request.app.state.settings
+    if len(batch.records) > settings.max_batch_records:
+        raise InvalidInput(
+            f"A batch holds at most {settings.max_batch_records} records; send a file to"
+            " POST /imports for more.",
+            field="records",
+            rule="max_length",
+        )
+    records = [r.model_dump(mode="json", exclude_none=True) for r in batch.records]
+    return await _import(
+        request, response, principal, RecordsStager(records), ImportFormat.JSON, on_error, None
+    )
+
+
+@router.post(
+    "/imports",
+    status_code=201,
+    response_model=ImportReport,
+    summary="Import a CSV or NDJSON file of records",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def post_import(
+    request: Request,
+    response: Response,
+    principal: Writer,
+    on_error: OnErrorQuery = OnError.REJECT_FILE,
+    filename: Annotated[str | None, Query(max_length=200)] = None,
+) -> ImportReport:
+    """The body is the file itself, streamed into PostgreSQL as it arrives.
+
+    CSV: a header line names the fields (any order, `,` or `;`), one record per line.
+    NDJSON: one JSON object per line. `Content-Encoding: gzip` is accepted.
+    """
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    chunks: AsyncIterator[bytes] = request.stream()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        chunks = gunzip(chunks)
+    elif encoding not in ("identity", ""):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (gzip is).")
+    stager: Stager
+    if media in _CSV_TYPES:
+        stager, file_format = CsvStager(chunks), ImportFormat.CSV
+    elif media in _NDJSON_TYPES:
+        stager, file_format = NdjsonStager(chunks), ImportFormat.NDJSON
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'!r} is not an import format: send text/csv or"
+            " application/x-ndjson.",
+            accepted=[*_CSV_TYPES[:1], *_NDJSON_TYPES[:1]],
+        )
+    return await _import(request, response, principal, stager, file_format, on_error, filename)
+
+
+async def _import(
+    request: Request,
+    response: Response,
+    principal: Principal,
+    stager: Stager,
+    file_format: ImportFormat,
+    on_error: OnError,
+    filename: str | None,
+) -> ImportReport:
+    report = await run_import(
+        database_of(request),
+        request.app.state.settings,
+        principal,
+        stager,
+        ImportRequest(file_format, on_error, filename),
+    )
+    async with database_of(request).transaction() as session:
+        rejections = (
+            await session.scalars(
+                select(ImportRejection)
+                .where(ImportRejection.import_id == report.id)
+                .order_by(ImportRejection.line)
+                .limit(REPORTED_REJECTIONS)
+            )
+        ).all()
+    body = ImportReport.model_validate(report).model_copy(
+        update={"rejections": [RejectionRead.model_validate(r) for r in rejections]}
+    )
+    location = f"{request.scope.get('root_path', '')}/imports/{report.id}"
+    if report.status == "rejected":
+        raise ImportRejected(
+            report.detail or "The import was rejected.",
+            import_id=str(report.id),
+            import_url=location,
+            errors=[_problem_entry(r, file_format) for r in body.rejections],
+            rejected=report.rejected,
+            received=report.received,
+        )
+    response.headers["Location"] = location
+    return body
+
+
+def _problem_entry(rejection: RejectionRead, file_format: ImportFormat) -> dict[str, Any]:
+    if file_format is ImportFormat.JSON:
+        field = f"records.{rejection.line}.{rejection.field}"
+        return {"field": field, "rule": "invalid", "message": rejection.reason}
+    return {
+        "line": rejection.line,
+        "field": rejection.field,
+        "rule": "invalid",
+        "message": rejection.reason,
+    }
+
+
+@router.get("/imports", response_model=ImportPage, summary="The imports, newest first")
+async def list_imports(
+    session: SessionDep,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> ImportPage:
+    query = select(RecordImport).order_by(RecordImport.created_at.desc(), RecordImport.id.desc())
+    if not principal.is_territorial:
+        query = query.where(RecordImport.establishments.overlap(list(principal.establishments)))
+    if cursor:
+        at, ident = _decode_cursor(cursor)
+        query = query.where(
+            (RecordImport.created_at < at)
+            | ((RecordImport.created_at == at) & (RecordImport.id < ident))
+        )
+    rows = (await session.scalars(query.limit(limit + 1))).all()
+    items = [ImportRead.model_validate(r) for r in rows[:limit]]
+    next_cursor = (
+        f"{rows[limit - 1].created_at.isoformat()}|{rows[limit - 1].id}"
+        if len(rows) > limit
+        else None
+    )
+    return ImportPage(items=items, next_cursor=next_cursor)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, ident = cursor.split("|")
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except ValueError as exc:
+        raise InvalidInput("Not a cursor of this list.", field="cursor", rule="cursor") from exc
+
+
+async def _readable_import(
+    session: AsyncSession, principal: Principal, import_id: uuid.UUID
+) -> RecordImport:
+    report = await session.get(RecordImport, import_id)
+    if report is None or not (
+        principal.is_territorial
+        or report.submitted_by == principal.sub
+        or set(report.establishments) & set(principal.establishments)
+    ):
+        raise ImportNotFound(f"No import {import_id}.")
+    return report
+
+
+@router.get("/imports/{import_id}", response_model=ImportReport, summary="An import's report")
+async def get_import(import_id: uuid.UUID, session: SessionDep, principal: Reader) -> ImportReport:
+    report = await _readable_import(session, principal, import_id)
+    rejections = (
+        await session.scalars(
+            select(ImportRejection)
+            .where(ImportRejection.import_id == import_id)
+            .order_by(ImportRejection.line)
+            .limit(REPORTED_REJECTIONS)
+        )
+    ).all()
+    return ImportReport.model_validate(report).model_copy(
+        update={"rejections": [RejectionRead.model_validate(r) for r in rejections]}
+    )
+
+
+@router.get(
+    "/imports/{import_id}/rejections",
+    response_model=RejectionPage,
+    summary="An import's rejected rows (JSON, or CSV with Accept: text/csv)",
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def get_rejections(
+    import_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[
+        int | None, Query(ge=0, description="Last line of the previous page.")
+    ] = None,
+) -> Any:
+    await _readable_import(session, principal, import_id)
+    wants_csv = "text/csv" in request.headers.get("accept", "")
+    query = (
+        select(ImportRejection)
+        .where(ImportRejection.import_id == import_id)
+        .order_by(ImportRejection.line)
+    )
+    if cursor is not None:
+        query = query.where(ImportRejection.line > cursor)
+    if wants_csv:
+        rows = (await session.scalars(query)).all()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["line", "field", "reason", "source_id"])
+        for r in rows:
+            writer.writerow([r.line, r.field, r.reason, r.source_id or ""])
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="rejections-{import_id}.csv"'},
+        )
+    rows = (await session.scalars(query.limit(limit + 1))).all()
+    items = [RejectionRead.model_validate(r) for r in rows[:limit]]
+    return RejectionPage(
+        items=items, next_cursor=str(rows[limit - 1].line) if len(rows) > limit else None
+    )

@@ -1,0 +1,499 @@
+"""Routes of the territory referential: the dated org-unit tree (``/org-units``).
+
+Reads need ``activity:read``; writes need ``activity:write`` and the right to act for
+the org unit's establishment (the territory and its establishments: territorial
+principals only). Every change publishes ``ght.referential.orgunit.upserted``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import defaultdict
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activity_svc import events
+from activity_svc.access import Reader, Writer, ensure_may_write
+from activity_svc.errors import InvalidInput, OrgUnitConflict, OrgUnitNotFound
+from activity_svc.models import OrgUnit, OrgUnitVersion, UnitCapacity
+from activity_svc.referential.schemas import (
+    CODE_PATTERN,
+    TEXT_PATTERN,
+    CapacityRead,
+    OrgUnitCreate,
+    OrgUnitHistory,
+    OrgUnitNode,
+    OrgUnitPage,
+    OrgUnitRead,
+    OrgUnitVersionRead,
+    OrgUnitWrite,
+)
+from activity_svc.referential.tree import (
+    OrgUnitChange,
+    OrgUnitKind,
+    Upserted,
+    capacity_on,
+    today,
+    upsert_org_unit,
+)
+from ght_shared.audit import record_audit
+from ght_shared.auth import Principal
+from ght_shared.db import SessionDep
+from ght_shared.identifiers import Finess
+from ght_shared.outbox import add_events
+
+router = APIRouter(
+    prefix="/org-units",
+    tags=["referential"],
+    responses={
+        401: {"description": "No valid bearer token (`unauthenticated`)."},
+        403: {"description": "The token lacks the scope or the establishment (`forbidden`)."},
+    },
+)
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such org unit on that day (`org_unit_not_found`)."}
+}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "The org unit exists (POST), or the change contradicts what cannot"
+        " change: kind, establishment, UF code (`org_unit_conflict`)."
+    },
+    422: {
+        "description": "A field breaks a rule: pattern, FINESS, unknown or wrong kind of"
+        " parent, cycle, history rewrite (`validation_failed`, `invalid_input`)."
+    },
+}
+
+CodePath = Annotated[str, Path(pattern=CODE_PATTERN, description="The org unit's code.")]
+AtQuery = Annotated[
+    date | None,
+    Query(description="The day to read the tree as it was (YYYY-MM-DD); default today."),
+]
+_TERRITORIAL_KINDS = frozenset({OrgUnitKind.TERRITORY, OrgUnitKind.ESTABLISHMENT})
+
+
+# --- reads ----------------------------------------------------------------------------
+
+
+@router.get("", summary="List org units as they were on a day", response_model=OrgUnitPage)
+async def list_org_units(
+    _: Reader,
+    session: SessionDep,
+    kind: Annotated[OrgUnitKind | None, Query(description="Only this kind.")] = None,
+    parent: Annotated[
+        str | None,
+        Query(pattern=CODE_PATTERN, description="Only the direct children of this code."),
+    ] = None,
+    finess: Annotated[Finess | None, Query(description="Only this establishment's.")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=TEXT_PATTERN,
+            description="Code or name contains (any case).",
+        ),
+    ] = None,
+    at: AtQuery = None,
+    include_inactive: Annotated[
+        bool, Query(description="Also the org units closed (inactive) on that day.")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> OrgUnitPage:
+    day = at or today()
+    query = _units_on(day, include_inactive)
+    if kind is not None:
+        query = query.where(OrgUnit.kind == kind)
+    if parent is not None:
+        query = query.where(OrgUnitVersion.parent == parent)
+    if finess is not None:
+        query = query.where(OrgUnit.finess == finess)
+    if q is not None:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                OrgUnit.code.ilike(pattern, escape="\\"),
+                OrgUnitVersion.name.ilike(pattern, escape="\\"),
+            )
+        )
+    if cursor is not None:
+        query = query.where(OrgUnit.code > _decode_cursor(cursor))
+    rows = (await session.execute(query.order_by(OrgUnit.code).limit(limit + 1))).all()
+    items = [_read(unit, version, beds) for unit, version, beds in rows[:limit]]
+    next_cursor = _encode_cursor(items[-1].code) if len(rows) > limit else None
+    return OrgUnitPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{code}", summary="One org unit", response_model=OrgUnitRead, responses=_NOT_FOUND)
+async def read_org_unit(
+    code: CodePath, _: Reader, session: SessionDep, at: AtQuery = None
+) -> OrgUnitRead:
+    """The org unit on ``at``; without ``at``, today's version (or, for an org unit planned
+    to open later, its first version)."""
+    unit, version = await _unit_and_version(session, code, at)
+    beds = await capacity_on(session, code, max(at or today(), version.valid_from))
+    return _read(unit, version, beds)
+
+
+@router.get(
+    "/{code}/tree",
+    summary="The tree below an org unit as it was on a day",
+    response_model=OrgUnitNode,
+    responses=_NOT_FOUND,
+)
+async def read_tree(
+    code: CodePath,
+    _: Reader,
+    session: SessionDep,
+    at: AtQuery = None,
+    depth: Annotated[
+        int | None,
+        Query(ge=0, le=10, description="Levels below the org unit to include; default all."),
+    ] = None,
+    include_inactive: Annotated[
+        bool, Query(description="Also the org units closed (inactive) on that day.")
+    ] = False,
+) -> OrgUnitNode:
+    day = at or today()
+    rows = (await session.execute(_units_on(day, include_inactive))).all()
+    nodes = {
+        unit.code: OrgUnitNode(**_read(unit, ver, beds).model_dump()) for unit, ver, beds in rows
+    }
+    root = nodes.get(code)
+    if root is None:
+        raise _not_found(code, day)
+    children: dict[str, list[OrgUnitNode]] = defaultdict(list)
+    for node in sorted(nodes.values(), key=lambda n: n.code):
+        if node.parent is not None:
+            children[node.parent].append(node)
+
+    def attach(node: OrgUnitNode, level: int, seen: frozenset[str]) -> None:
+        if depth is not None and level >= depth:
+            return
+        for child in children.get(node.code, ()):
+            if child.code not in seen:  # a cycle cannot be written; stay safe on reading
+                node.children.append(child)
+                attach(child, level + 1, seen | {child.code})
+
+    attach(root, 0, frozenset({code}))
+    return root
+
+
+@router.get(
+    "/{code}/history",
+    summary="Every version of an org unit: moves, renames, closures, capacity",
+    response_model=OrgUnitHistory,
+    responses=_NOT_FOUND,
+)
+async def read_history(code: CodePath, _: Reader, session: SessionDep) -> OrgUnitHistory:
+    unit = await session.get(OrgUnit, code)
+    if unit is None:
+        raise OrgUnitNotFound(f"No org unit {code}.", org_unit=code)
+    versions = (
+        await session.scalars(
+            select(OrgUnitVersion)
+            .where(OrgUnitVersion.code == code)
+            .order_by(OrgUnitVersion.valid_from)
+        )
+    ).all()
+    capacity = (
+        await session.scalars(
+            select(UnitCapacity)
+            .where(UnitCapacity.unit == code)
+            .order_by(UnitCapacity.effective_from)
+        )
+    ).all()
+    previous: OrgUnitVersion | None = None
+    reads = []
+    for version in versions:
+        reads.append(
+            OrgUnitVersionRead(
+                valid_from=version.valid_from,
+                valid_to=version.valid_to,
+                parent=version.parent,
+                name=version.name,
+                active=version.active,
+                changes=_changes(previous, version),
+                recorded_at=version.recorded_at,
+                recorded_by=version.recorded_by,
+            )
+        )
+        previous = version
+    return OrgUnitHistory(
+        code=unit.code,
+        kind=OrgUnitKind(unit.kind),
+        finess=unit.finess,
+        uf=unit.uf,
+        specialty=unit.specialty,
+        versions=reads,
+        capacity=[
+            CapacityRead(
+                effective_from=row.effective_from,
+                installed_beds=row.installed_beds,
+                source=row.source,
+            )
+            for row in capacity
+        ],
+    )
+
+
+# --- writes ---------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create an org unit",
+    response_model=OrgUnitRead,
+    responses={201: {"headers": {"Location": {"schema": {"type": "string"}}}}, **_WRITE_ERRORS},
+)
+async def create_org_unit(
+    body: OrgUnitCreate, principal: Writer, session: SessionDep, response: Response
+) -> OrgUnitRead:
+    """Create an org unit; 409 when the code exists (use PUT to change it).
+
+    ``Location`` is a reference relative to this URL (``org-units/{code}``), so that it
+    resolves both on the service and through the gateway's ``/api/activity`` prefix.
+    """
+    existing = await _authorize_write(session, principal, body.code, body)
+    if existing is not None:
+        raise OrgUnitConflict(
+            f"Org unit {body.code} already exists; PUT /org-units/{body.code} changes it.",
+            org_unit=body.code,
+        )
+    upserted = await _write(session, principal, body.code, body, existing)
+    response.headers["Location"] = f"org-units/{body.code}"
+    return _read(upserted.unit, upserted.version, upserted.installed_beds)
+
+
+@router.put(
+    "/{code}",
+    summary="Create an org unit or give it a new version (move, rename, close)",
+    response_model=OrgUnitRead,
+    responses={
+        200: {"description": "The org unit existed: changed, or already so (nothing written)."},
+        201: {"description": "The org unit was created."},
+        **_WRITE_ERRORS,
+    },
+)
+async def put_org_unit(
+    code: CodePath, body: OrgUnitWrite, principal: Writer, session: SessionDep, response: Response
+) -> OrgUnitRead:
+    """What the org unit is from ``valid_from`` (default today) on.
+
+    A different parent, name or ``active`` closes the current version on ``valid_from``
+    and opens a new one: the past stays where it was (``/history``). ``uf`` and
+    ``specialty`` omitted on an existing org unit keep their values. Sending what the org
+    unit already is changes nothing and publishes no event.
+    """
+    if body.code is not None and body.code != code:
+        raise InvalidInput(
+            f"The body's code {body.code} differs from the path's {code}.",
+            field="code",
+            rule="matches_path",
+        )
+    existing = await _authorize_write(session, principal, code, body)
+    upserted = await _write(session, principal, code, body, existing)
+    if upserted.created:
+        response.status_code = 201
+        response.headers["Location"] = code
+    return _read(upserted.unit, upserted.version, upserted.installed_beds)
+
+
+async def _authorize_write(
+    session: AsyncSession, principal: Principal, code: str, body: OrgUnitWrite
+) -> OrgUnit | None:
+    """Refuse (403) a write the principal may not make; return the org unit if it exists.
+
+    The territory and establishments are territorial decisions; below an establishment,
+    the principal must act for the org unit's establishment and, for a move, for the
+    establishment of the new parent.
+    """
+    existing = await session.get(OrgUnit, code)
+    kinds = {body.kind} | ({OrgUnitKind(existing.kind)} if existing else set())
+    if kinds & _TERRITORIAL_KINDS:
+        ensure_may_write(principal, None)
+        return existing
+    establishments: set[str] = set()
+    if existing is not None and existing.finess is not None:
+        establishments.add(existing.finess)
+    if body.parent is not None:
+        parent = await session.get(OrgUnit, body.parent)
+        # An unknown parent, or one that cannot hold this kind, is the tree's to refuse (422).
+        if parent is not None and parent.finess is not None:
+            establishments.add(parent.finess)
+    for finess in sorted(establishments):
+        ensure_may_write(principal, finess)
+    return existing
+
+
+async def _write(
+    session: AsyncSession,
+    principal: Principal,
+    code: str,
+    body: OrgUnitWrite,
+    existing: OrgUnit | None,
+) -> Upserted:
+    given = body.model_fields_set
+    change = OrgUnitChange(
+        code=code,
+        kind=body.kind,
+        name=body.name,
+        parent=body.parent,
+        valid_from=body.valid_from or today(),
+        uf=existing.uf if existing is not None and "uf" not in given else body.uf,
+        specialty=(
+            existing.specialty
+            if existing is not None and "specialty" not in given
+            else body.specialty
+        ),
+        installed_beds=body.installed_beds,
+        active=body.active,
+    )
+    try:
+        upserted = await upsert_org_unit(session, change, principal.sub)
+    except IntegrityError as exc:
+        # Another request created the same code or UF code meanwhile.
+        raise OrgUnitConflict(
+            f"Org unit {code} (or its UF code) was written by another request; retry.",
+            org_unit=code,
+        ) from exc
+    if upserted.changed:
+        await add_events(
+            session, [events.org_unit_upserted(upserted.event_data(), upserted.unit.finess)]
+        )
+    action = "created" if upserted.created else "changed" if upserted.changed else "unchanged"
+    await record_audit(
+        session,
+        principal,
+        f"org_unit.{action}",
+        f"org_unit/{code}",
+        establishment=upserted.unit.finess,
+        detail={
+            "kind": change.kind.value,
+            "parent": change.parent,
+            "name": change.name,
+            "active": change.active,
+            "valid_from": change.valid_from.isoformat(),
+            "installed_beds": change.installed_beds,
+        },
+    )
+    return upserted
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _units_on(day: date, include_inactive: bool) -> Select[OrgUnit, OrgUnitVersion, int | None]:
+    """Org units with their version valid on ``day`` and their installed beds that day."""
+    beds = (
+        select(UnitCapacity.installed_beds)
+        .where(UnitCapacity.unit == OrgUnit.code, UnitCapacity.effective_from <= day)
+        .order_by(UnitCapacity.effective_from.desc())
+        .limit(1)
+        .correlate(OrgUnit)
+        .scalar_subquery()
+    )
+    query = (
+        select(OrgUnit, OrgUnitVersion, beds)
+        .join(OrgUnitVersion, OrgUnitVersion.code == OrgUnit.code)
+        .where(_valid_on(day))
+    )
+    if not include_inactive:
+        query = query.where(OrgUnitVersion.active.is_(True))
+    return query
+
+
+def _valid_on(day: date) -> ColumnElement[bool]:
+    return and_(
+        OrgUnitVersion.valid_from <= day,
+        or_(OrgUnitVersion.valid_to.is_(None), OrgUnitVersion.valid_to > day),
+    )
+
+
+async def _unit_and_version(
+    session: AsyncSession, code: str, at: date | None
+) -> tuple[OrgUnit, OrgUnitVersion]:
+    unit = await session.get(OrgUnit, code)
+    if unit is None:
+        raise OrgUnitNotFound(f"No org unit {code}.", org_unit=code)
+    day = at or today()
+    version = await session.scalar(
+        select(OrgUnitVersion).where(OrgUnitVersion.code == code, _valid_on(day))
+    )
+    if version is None and at is None:
+        version = await session.scalar(
+            select(OrgUnitVersion)
+            .where(OrgUnitVersion.code == code)
+            .order_by(OrgUnitVersion.valid_from)
+            .limit(1)
+        )
+    if version is None:
+        raise _not_found(code, day)
+    return unit, version
+
+
+def _not_found(code: str, day: date) -> OrgUnitNotFound:
+    return OrgUnitNotFound(
+        f"No org unit {code} on {day.isoformat()}.", org_unit=code, at=day.isoformat()
+    )
+
+
+def _read(unit: OrgUnit, version: OrgUnitVersion, beds: int | None) -> OrgUnitRead:
+    return OrgUnitRead(
+        code=unit.code,
+        kind=OrgUnitKind(unit.kind),
+        name=version.name,
+        parent=version.parent,
+        finess=unit.finess,
+        uf=unit.uf,
+        specialty=unit.specialty,
+        active=version.active,
+        valid_from=version.valid_from,
+        valid_to=version.valid_to,
+        installed_beds=beds,
+    )
+
+
+def _changes(previous: OrgUnitVersion | None, version: OrgUnitVersion) -> list[str]:
+    if previous is None:
+        return ["created"]
+    changes = []
+    if previous.parent != version.parent:
+        changes.append("moved")
+    if previous.name != version.name:
+        changes.append("renamed")
+    if previous.active and not version.active:
+        changes.append("deactivated")
+    if not previous.active and version.active:
+        changes.append("reactivated")
+    return changes
+
+
+def _encode_cursor(code: str) -> str:
+    return base64.urlsafe_b64encode(code.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        code = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        code = ""
+    if not re.fullmatch(CODE_PATTERN, code):
+        raise InvalidInput(
+            "The cursor is not one this API gave: pass next_cursor as it came.",
+            field="cursor",
+            rule="cursor",
+        )
+    return code

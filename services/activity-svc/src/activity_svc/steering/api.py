@@ -1,0 +1,417 @@
+"""Routes of targets, alert rules and alerts."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy import Select, and_, literal_column, select, tuple_
+from sqlalchemy.orm import aliased
+
+from activity_svc.access import Reader, Steerer, ensure_may_read, ensure_may_write
+from activity_svc.errors import InvalidInput
+from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
+from activity_svc.steering import alerts, targets
+from activity_svc.steering.alerts import AlertStatus, RuleSpec
+from activity_svc.steering.schemas import (
+    AlertPage,
+    AlertRead,
+    AlertRuleCreate,
+    AlertRulePage,
+    AlertRuleRead,
+    TargetPage,
+    TargetPut,
+    TargetRead,
+)
+from activity_svc.steering.targets import TargetChange, TargetNotFound, TargetSource
+from ght_shared.auth import Principal
+from ght_shared.db import SessionDep
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token (`unauthenticated`)."},
+    403: {
+        "description": "The token lacks the scope, or does not act for the org unit's"
+        " establishment (`forbidden`)."
+    },
+}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {
+        "description": "Unknown indicator or org unit (`indicator_not_found`,"
+        " `org_unit_not_found`)."
+    }
+}
+
+router = APIRouter(responses=_AUTH)
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page.")]
+Cursor = Annotated[str | None, Query(max_length=500, description="From the previous page.")]
+Year = Annotated[int, Query(ge=targets.FIRST_YEAR, le=targets.LAST_YEAR)]
+PathYear = Annotated[int, Path(ge=targets.FIRST_YEAR, le=targets.LAST_YEAR)]
+
+
+# --- keyset pagination ---------------------------------------------------------------
+
+
+def _encode_cursor(*key: Any) -> str:
+    parts = [part.isoformat() if isinstance(part, datetime) else part for part in key]
+    raw = orjson.dumps([str(p) if isinstance(p, uuid.UUID) else p for p in parts])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError as exc:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+        raise _bad_cursor() from exc
+    if not isinstance(key, list) or len(key) != arity:
+        raise _bad_cursor()
+    return key
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" not in value
+
+
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput(
+        "This cursor was not given by a previous page.", field="cursor", rule="cursor"
+    )
+
+
+def _visible(query: Select[Any], principal: Principal, finess_of: Any) -> Select[Any]:
+    """Keep the rows of the establishments the principal acts for (all: territorial)."""
+    if principal.is_territorial:
+        return query
+    return query.where(finess_of.in_(principal.establishments))
+
+
+# --- targets -------------------------------------------------------------------------
+
+
+@router.get(
+    "/targets",
+    tags=["targets"],
+    summary="List targets",
+    response_model=TargetPage,
+    responses=_UNKNOWN,
+)
+async def list_targets(
+    principal: Reader,
+    session: SessionDep,
+    indicator: str | None = None,
+    org_unit: str | None = None,
+    year: Year | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> TargetPage:
+    query = select(Target).join(OrgUnit, OrgUnit.code == Target.org_unit)
+    if indicator is not None:
+        targets.indicator_of(indicator)
+        query = query.where(Target.indicator == indicator)
+    if org_unit is not None:
+        unit = await targets.org_unit_of(session, org_unit)
+        ensure_may_read(principal, unit.finess)
+        query = query.where(Target.org_unit == org_unit)
+    else:
+        query = _visible(query, principal, OrgUnit.finess)
+    if year is not None:
+        query = query.where(Target.year == year)
+    order = (Target.org_unit, Target.indicator, Target.year)
+    if cursor is not None:
+        after = _decode_cursor(cursor, 3)
+        if not (
+            _is_code(after[0])
+            and _is_code(after[1])
+            and isinstance(after[2], int)
+            and targets.FIRST_YEAR <= after[2] <= targets.LAST_YEAR
+        ):
+            raise _bad_cursor()
+        query = query.where(tuple_(*order) > tuple_(*after))
+    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    return TargetPage(
+        items=[TargetRead.model_validate(t) for t in page],
+        next_cursor=_encode_cursor(last.org_unit, last.indicator, last.year) if last else None,
+    )
+
+
+async def _target_scope(session: SessionDep, indicator: str, org_unit: str) -> OrgUnit:
+    targets.indicator_of(indicator)
+    return await targets.org_unit_of(session, org_unit)
+
+
+@router.get(
+    "/targets/{indicator}/{org_unit}/{year}",
+    tags=["targets"],
+    summary="One target",
+    response_model=TargetRead,
+    responses={
+        404: {"description": "Unknown indicator or org unit, or no target (`target_not_found`)."}
+    },
+)
+async def get_target(
+    indicator: str, org_unit: str, year: PathYear, principal: Reader, session: SessionDep
+) -> Target:
+    unit = await _target_scope(session, indicator, org_unit)
+    ensure_may_read(principal, unit.finess)
+    target: Target | None = await session.get(Target, (indicator, org_unit, year))
+    if target is None:
+        raise TargetNotFound(
+            f"No target of {indicator} for {org_unit} in {year}.",
+            indicator=indicator,
+            org_unit=org_unit,
+            year=year,
+        )
+    return target
+
+
+@router.put(
+    "/targets/{indicator}/{org_unit}/{year}",
+    tags=["targets"],
+    summary="Set a target (201 created, 200 replaced)",
+    response_model=TargetRead,
+    responses={
+        201: {"description": "Created.", "model": TargetRead},
+        **_UNKNOWN,
+        422: {"description": "A rule of targets is broken (`invalid_input`)."},
+    },
+)
+async def put_target(
+    indicator: str,
+    org_unit: str,
+    year: PathYear,
+    body: TargetPut,
+    principal: Steerer,
+    session: SessionDep,
+    response: Response,
+) -> Target:
+    unit = await _target_scope(session, indicator, org_unit)
+    ensure_may_write(principal, unit.finess)
+    result = await targets.set_target(
+        session,
+        TargetChange(
+            indicator=indicator,
+            org_unit=org_unit,
+            year=year,
+            value=body.value,
+            monthly_profile=tuple(body.monthly_profile) if body.monthly_profile else None,
+            source=TargetSource.MANUAL,
+        ),
+        principal,
+    )
+    if result.created:
+        response.status_code = 201
+        response.headers["Location"] = f"/targets/{indicator}/{org_unit}/{year}"
+    return result.target
+
+
+@router.delete(
+    "/targets/{indicator}/{org_unit}/{year}",
+    tags=["targets"],
+    status_code=204,
+    summary="Remove a target",
+    responses={404: {"description": "Unknown indicator or org unit, or no target."}},
+)
+async def delete_target(
+    indicator: str, org_unit: str, year: PathYear, principal: Steerer, session: SessionDep
+) -> Response:
+    unit = await _target_scope(session, indicator, org_unit)
+    ensure_may_write(principal, unit.finess)
+    await targets.delete_target(session, indicator, org_unit, year, principal)
+    return Response(status_code=204)
+
+
+# --- alert rules ---------------------------------------------------------------------
+
+
+@router.post(
+    "/alert-rules",
+    tags=["alerts"],
+    status_code=201,
+    summary="Create an alert rule",
+    response_model=AlertRuleRead,
+    responses=_UNKNOWN,
+)
+async def create_alert_rule(
+    body: AlertRuleCreate, principal: Steerer, session: SessionDep, response: Response
+) -> AlertRule:
+    targets.indicator_of(body.indicator)
+    unit = await targets.org_unit_of(session, body.org_unit)
+    ensure_may_write(principal, unit.finess)
+    rule = await alerts.create_rule(
+        session,
+        RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
+        principal,
+    )
+    response.headers["Location"] = f"/alert-rules/{rule.id}"
+    return rule
+
+
+@router.get(
+    "/alert-rules",
+    tags=["alerts"],
+    summary="List the active alert rules",
+    response_model=AlertRulePage,
+    responses=_UNKNOWN,
+)
+async def list_alert_rules(
+    principal: Reader,
+    session: SessionDep,
+    org_unit: str | None = None,
+    indicator: str | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> AlertRulePage:
+    query = (
+        select(AlertRule).join(OrgUnit, OrgUnit.code == AlertRule.org_unit).where(AlertRule.active)
+    )
+    if indicator is not None:
+        targets.indicator_of(indicator)
+        query = query.where(AlertRule.indicator == indicator)
+    if org_unit is not None:
+        unit = await targets.org_unit_of(session, org_unit)
+        ensure_may_read(principal, unit.finess)
+        query = query.where(AlertRule.org_unit == org_unit)
+    else:
+        query = _visible(query, principal, OrgUnit.finess)
+    if cursor is not None:
+        created_at, rule_id = _decode_cursor(cursor, 2)
+        query = query.where(
+            tuple_(AlertRule.created_at, AlertRule.id)
+            > tuple_(_cursor_time(created_at), _cursor_uuid(rule_id))
+        )
+    rows = list(
+        await session.scalars(query.order_by(AlertRule.created_at, AlertRule.id).limit(limit + 1))
+    )
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    return AlertRulePage(
+        items=[AlertRuleRead.model_validate(r) for r in page],
+        next_cursor=_encode_cursor(last.created_at, last.id) if last else None,
+    )
+
+
+@router.delete(
+    "/alert-rules/{rule_id}",
+    tags=["alerts"],
+    status_code=204,
+    summary="Stop an alert rule (its alerts stay)",
+    responses={404: {"description": "No such active rule (`alert_rule_not_found`)."}},
+)
+async def delete_alert_rule(
+    rule_id: uuid.UUID, principal: Steerer, session: SessionDep
+) -> Response:
+    rule = await alerts.active_rule(session, rule_id)
+    unit = await targets.org_unit_of(session, rule.org_unit)
+    ensure_may_write(principal, unit.finess)
+    await alerts.deactivate_rule(session, rule, principal, unit.finess)
+    return Response(status_code=204)
+
+
+# --- alerts --------------------------------------------------------------------------
+
+
+def _subtree(root: str) -> Select[Any]:
+    """``root`` and every org unit below it in today's tree."""
+    version = aliased(OrgUnitVersion)
+    below = (
+        select(OrgUnit.code.label("code"), literal_column("0").label("depth"))
+        .where(OrgUnit.code == root)
+        .cte("below", recursive=True)
+    )
+    below = below.union_all(
+        select(version.code, below.c.depth + 1)
+        .join(below, and_(version.parent == below.c.code, version.valid_to.is_(None)))
+        .where(below.c.depth < 32)
+    )
+    return select(below.c.code)
+
+
+@router.get(
+    "/alerts",
+    tags=["alerts"],
+    summary="Raised alerts, newest first",
+    response_model=AlertPage,
+    responses=_UNKNOWN,
+)
+async def list_alerts(
+    principal: Reader,
+    session: SessionDep,
+    org_unit: Annotated[
+        str | None, Query(description="This org unit and every org unit below it.")
+    ] = None,
+    indicator: str | None = None,
+    status: AlertStatus | None = None,
+    since: Annotated[datetime | None, Query(description="Raised at or after.")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> AlertPage:
+    query = select(Alert)
+    if org_unit is not None:
+        unit = await targets.org_unit_of(session, org_unit)
+        ensure_may_read(principal, unit.finess)
+        query = query.where(Alert.org_unit.in_(_subtree(org_unit)))
+    query = _visible(query, principal, Alert.finess)
+    if indicator is not None:
+        targets.indicator_of(indicator)
+        query = query.where(Alert.indicator == indicator)
+    if status is not None:
+        query = query.where(Alert.status == status.value)
+    if since is not None:
+        query = query.where(Alert.raised_at >= _aware(since))
+    if cursor is not None:
+        raised_at, alert_id = _decode_cursor(cursor, 2)
+        query = query.where(
+            tuple_(Alert.raised_at, Alert.id)
+            < tuple_(_cursor_time(raised_at), _cursor_uuid(alert_id))
+        )
+    rows = list(
+        await session.scalars(
+            query.order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(limit + 1)
+        )
+    )
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    return AlertPage(
+        items=[AlertRead.model_validate(a) for a in page],
+        next_cursor=_encode_cursor(last.raised_at, last.id) if last else None,
+    )
+
+
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    tags=["alerts"],
+    summary="Acknowledge an alert",
+    response_model=AlertRead,
+    responses={
+        404: {"description": "No such alert (`alert_not_found`)."},
+        409: {"description": "The alert has cleared (`alert_cleared`)."},
+    },
+)
+async def acknowledge_alert(alert_id: uuid.UUID, principal: Steerer, session: SessionDep) -> Alert:
+    alert = await alerts.alert_of(session, alert_id)
+    ensure_may_write(principal, alert.finess)
+    return await alerts.acknowledge_alert(session, alert, principal)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _cursor_time(value: Any) -> datetime:
+    try:
+        return _aware(datetime.fromisoformat(value))
+    except (TypeError, ValueError) as exc:
+        raise _bad_cursor() from exc
+
+
+def _cursor_uuid(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise _bad_cursor() from exc

@@ -1,0 +1,550 @@
+"""Alerts: rules evaluated on fresh figures (without HTTP), and the rule and alert routes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+from activity_testing import CH_NORD, CHU
+from sqlalchemy import select
+
+from activity_svc import events
+from activity_svc.indicators.figures import Figures
+from activity_svc.models import Alert
+from activity_svc.steering.alerts import (
+    AlertBasis,
+    AlertDirection,
+    RuleSpec,
+    breaches,
+    create_rule,
+    evaluate_alerts,
+)
+from ght_shared import tables
+from ght_shared.auth import Principal
+from ght_shared.db import Database
+from ght_shared.events import Event
+
+pytestmark = pytest.mark.usefixtures("territory")
+
+Headers = Callable[..., dict[str, str]]
+
+STAYS = "stays_full"
+MARCH = date(2026, 3, 1)
+CADRE = Principal.model_validate(
+    {"sub": "cadre", "establishments": ["*"], "scope": "activity:read activity:write"}
+)
+
+
+def _figures(
+    org_unit: str = "CHU-RAD",
+    *,
+    indicator: str = STAYS,
+    finess: str | None = CHU,
+    period: date = MARCH,
+    ytd: float | None = 876.0,
+    ytd_last_year: float | None = 1000.0,
+    ytd_variation: float | None = -12.4,
+    value: float | None = 300.0,
+    last_year: float | None = 320.0,
+    variation: float | None = -6.25,
+    target_ytd: float | None = None,
+) -> Figures:
+    return Figures(
+        indicator=indicator,
+        org_unit=org_unit,
+        finess=finess,
+        period=period,
+        value=value,
+        same_period_last_year=last_year,
+        variation_pct=variation,
+        year_to_date=ytd,
+        year_to_date_last_year=ytd_last_year,
+        year_to_date_variation_pct=ytd_variation,
+        projection=None,
+        target_year_to_date=target_ytd,
+    )
+
+
+async def _rule(
+    database: Database,
+    org_unit: str = "CHU-IMG",
+    *,
+    indicator: str = STAYS,
+    basis: AlertBasis = AlertBasis.LAST_YEAR,
+    threshold: float = 10.0,
+    direction: AlertDirection = AlertDirection.BELOW,
+) -> uuid.UUID:
+    async with database.transaction() as session:
+        rule = await create_rule(
+            session, RuleSpec(indicator, org_unit, basis, threshold, direction), CADRE
+        )
+        return rule.id
+
+
+async def _evaluate(database: Database, *figures: Figures) -> None:
+    async with database.transaction() as session:
+        await evaluate_alerts(session, figures)
+
+
+async def _alerts(database: Database) -> list[Alert]:
+    async with database.transaction() as session:
+        return list(await session.scalars(select(Alert).order_by(Alert.org_unit, Alert.period)))
+
+
+async def _raised_events(database: Database) -> list[Event]:
+    async with database.transaction() as session:
+        payloads = await session.scalars(
+            select(tables.outbox.c.payload)
+            .where(tables.outbox.c.event_type == events.ALERT_RAISED)
+            .order_by(tables.outbox.c.id)
+        )
+        return [Event.from_bytes(payload) for payload in payloads]
+
+
+# --- rules, without HTTP ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("direction", "deviation", "raised"),
+    [
+        (AlertDirection.ABOVE, 12.0, True),
+        (AlertDirection.ABOVE, -12.0, False),
+        (AlertDirection.BELOW, -12.0, True),
+        (AlertDirection.BELOW, 12.0, False),
+        (AlertDirection.EITHER, 12.0, True),
+        (AlertDirection.EITHER, -12.0, True),
+        (AlertDirection.EITHER, 9.9, False),
+        (AlertDirection.EITHER, -10.0, False),
+    ],
+)
+def test_a_deviation_breaches_only_past_the_threshold_in_the_rules_direction(
+    direction: AlertDirection, deviation: float, raised: bool
+) -> None:
+    assert breaches(deviation, 10.0, direction) is raised
+
+
+async def test_a_rule_on_a_pole_raises_an_alert_for_an_org_unit_below_it_past_the_threshold(
+    database: Database,
+) -> None:
+    rule = await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"))
+
+    (alert,) = await _alerts(database)
+    assert (alert.rule_id, alert.org_unit, alert.finess, alert.period) == (
+        rule,
+        "CHU-RAD",
+        CHU,
+        MARCH,
+    )
+    assert (alert.value, alert.reference, alert.deviation_pct, alert.threshold_pct) == (
+        876.0,
+        1000.0,
+        -12.4,
+        10.0,
+    )
+    assert alert.status == "open"
+    assert (
+        alert.message == "CHU-RAD: Full stays year to date 12.4 % below last year (threshold 10 %)"
+    )
+
+    (event,) = await _raised_events(database)
+    assert event.establishment == CHU
+    assert event.data == {
+        "alert": str(alert.id),
+        "rule": str(rule),
+        "indicator": STAYS,
+        "org_unit": "CHU-RAD",
+        "period": "2026-03",
+        "value": 876.0,
+        "reference": 1000.0,
+        "deviation": -12.4,
+        "threshold": 10.0,
+        "basis": "last_year",
+        "direction": "below",
+        "message": alert.message,
+    }
+
+
+async def test_evaluating_the_same_figures_again_raises_no_second_alert(
+    database: Database,
+) -> None:
+    await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"), _figures("CHU-RAD"))
+    await _evaluate(database, _figures("CHU-RAD", ytd_variation=-15.0))
+    assert len(await _alerts(database)) == 1
+    assert len(await _raised_events(database)) == 1
+
+
+async def test_only_the_rules_indicator_and_subtree_are_watched(database: Database) -> None:
+    await _rule(database, "CHU-IMG")
+    await _evaluate(
+        database,
+        _figures("CHU-1101"),  # a unit below the pôle
+        _figures("CHU-IMG"),  # the pôle itself
+        _figures("CHU-CAR"),  # another pôle's department
+        _figures(CHU),  # above the pôle
+        _figures("NORD-INT", finess=CH_NORD),
+        _figures("CHU-RAD", indicator="hospital_days"),
+    )
+    assert [a.org_unit for a in await _alerts(database)] == ["CHU-1101", "CHU-IMG"]
+
+
+async def test_a_figure_within_the_threshold_or_without_last_year_raises_nothing(
+    database: Database,
+) -> None:
+    await _rule(database)
+    await _evaluate(
+        database,
+        _figures("CHU-RAD", ytd_variation=-9.0),
+        _figures("CHU-NUC", ytd_variation=None, variation=None),
+    )
+    assert await _alerts(database) == []
+
+
+async def test_the_month_is_compared_when_there_is_no_year_to_date_variation(
+    database: Database,
+) -> None:
+    await _rule(database, direction=AlertDirection.EITHER, threshold=5)
+    await _evaluate(
+        database, _figures("CHU-RAD", ytd_variation=None, value=330, last_year=300, variation=10)
+    )
+    (alert,) = await _alerts(database)
+    assert (alert.value, alert.reference, alert.deviation_pct) == (330, 300, 10)
+    assert alert.message == (
+        "CHU-RAD: Full stays in 2026-03 10.0 % above the same month last year (threshold 5 %)"
+    )
+
+
+async def test_a_target_rule_compares_the_year_to_date_with_the_targets(
+    database: Database,
+) -> None:
+    await _rule(database, basis=AlertBasis.TARGET, threshold=15)
+    await _evaluate(
+        database,
+        _figures("CHU-RAD", ytd=80, target_ytd=100),
+        _figures("CHU-NUC", ytd=90, target_ytd=100),
+        _figures("CHU-1101", ytd=10, target_ytd=None),
+    )
+    (alert,) = await _alerts(database)
+    assert (alert.org_unit, alert.value, alert.reference) == ("CHU-RAD", 80, 100)
+    assert alert.deviation_pct == pytest.approx(-20.0)
+    assert alert.message == "CHU-RAD: Full stays year to date 20.0 % below target (threshold 15 %)"
+
+
+async def test_an_alert_clears_when_the_figure_comes_back_and_is_raised_again_after(
+    database: Database,
+) -> None:
+    await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"))
+    (first,) = await _alerts(database)
+
+    await _evaluate(database, _figures("CHU-RAD", ytd_variation=-2.0))
+    (cleared,) = await _alerts(database)
+    assert cleared.status == "cleared"
+    assert len(await _raised_events(database)) == 1
+
+    await _evaluate(database, _figures("CHU-RAD", ytd_variation=-20.0))
+    (again,) = await _alerts(database)
+    assert (again.id, again.status, again.deviation_pct) == (first.id, "open", -20.0)
+    assert [e.data["deviation"] for e in await _raised_events(database)] == [-12.4, -20.0]
+
+
+async def test_an_acknowledged_alert_is_not_raised_again_while_it_lasts(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"))
+    (alert,) = await _alerts(database)
+    acknowledged = await activity.post(
+        f"/alerts/{alert.id}/acknowledge", headers=auth("pole_manager", CHU)
+    )
+    assert acknowledged.status_code == 200, acknowledged.text
+    assert acknowledged.json()["status"] == "acknowledged"
+
+    await _evaluate(database, _figures("CHU-RAD", ytd_variation=-30.0))
+    (still,) = await _alerts(database)
+    assert still.status == "acknowledged"
+    assert len(await _raised_events(database)) == 1
+
+
+async def test_a_deleted_rule_raises_nothing_and_its_alerts_stay(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    rule = await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"))
+    deleted = await activity.delete(f"/alert-rules/{rule}", headers=auth("direction", CHU))
+    assert deleted.status_code == 204
+    await _evaluate(database, _figures("CHU-NUC"))
+    assert [a.org_unit for a in await _alerts(database)] == ["CHU-RAD"]
+    listed = await activity.get("/alerts", headers=auth("direction", CHU))
+    assert [a["org_unit"] for a in listed.json()["items"]] == ["CHU-RAD"]
+
+
+# --- alert rules API ---------------------------------------------------------------------
+
+RULE = {
+    "indicator": STAYS,
+    "org_unit": "CHU-IMG",
+    "basis": "last_year",
+    "threshold_pct": 10,
+    "direction": "below",
+}
+
+
+async def test_a_rule_is_created_listed_and_deleted(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    headers = auth("pole_manager", CHU)
+    created = await activity.post("/alert-rules", json=RULE, headers=headers)
+    assert created.status_code == 201, created.text
+    rule = created.json()
+    assert created.headers["location"] == f"/alert-rules/{rule['id']}"
+    assert {k: rule[k] for k in RULE} == {**RULE, "threshold_pct": 10.0}
+    assert rule["active"] is True and rule["created_by"] == f"pole_manager-{CHU}"
+    other = await activity.post(
+        "/alert-rules",
+        json={**RULE, "org_unit": "CHU-MED", "indicator": "average_length_of_stay"},
+        headers=headers,
+    )
+    assert other.status_code == 201
+
+    listed = (await activity.get("/alert-rules", headers=headers)).json()
+    assert {r["org_unit"] for r in listed["items"]} == {"CHU-IMG", "CHU-MED"}
+    filtered = await activity.get(
+        "/alert-rules", params={"org_unit": "CHU-IMG", "indicator": STAYS}, headers=headers
+    )
+    assert [r["id"] for r in filtered.json()["items"]] == [rule["id"]]
+    first = (await activity.get("/alert-rules", params={"limit": 1}, headers=headers)).json()
+    second = (
+        await activity.get(
+            "/alert-rules", params={"limit": 1, "cursor": first["next_cursor"]}, headers=headers
+        )
+    ).json()
+    assert [first["items"][0]["id"], second["items"][0]["id"]] == [rule["id"], other.json()["id"]]
+    assert second["next_cursor"] is None
+
+    assert (await activity.delete(f"/alert-rules/{rule['id']}", headers=headers)).status_code == 204
+    listed = (await activity.get("/alert-rules", headers=headers)).json()
+    assert [r["id"] for r in listed["items"]] == [other.json()["id"]]
+    again = await activity.delete(f"/alert-rules/{rule['id']}", headers=headers)
+    assert again.status_code == 404 and again.json()["code"] == "alert_rule_not_found"
+
+
+async def test_an_establishment_lists_only_its_own_rules(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    admin = auth("admin")
+    await activity.post("/alert-rules", json=RULE, headers=admin)
+    await activity.post("/alert-rules", json={**RULE, "org_unit": "NORD-MED"}, headers=admin)
+    listed = await activity.get("/alert-rules", headers=auth("direction", CH_NORD))
+    assert [r["org_unit"] for r in listed.json()["items"]] == ["NORD-MED"]
+
+
+async def test_each_rule_write_is_audited(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    created = await activity.post("/alert-rules", json=RULE, headers=auth("direction", CHU))
+    rule_id = created.json()["id"]
+    await activity.delete(f"/alert-rules/{rule_id}", headers=auth("direction", CHU))
+    async with database.transaction() as session:
+        actions = (
+            await session.scalars(
+                select(tables.audit_log.c.action)
+                .where(tables.audit_log.c.resource == f"alert_rule/{rule_id}")
+                .order_by(tables.audit_log.c.id)
+            )
+        ).all()
+    assert actions == ["alert_rule.created", "alert_rule.deleted"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"colour": "red"}, "colour"),
+        ({"threshold_pct": 0}, "threshold_pct"),
+        ({"threshold_pct": -5}, "threshold_pct"),
+        ({"threshold_pct": "ten"}, "threshold_pct"),
+        ({"threshold_pct": None}, "threshold_pct"),
+        ({"basis": "yesterday"}, "basis"),
+        ({"direction": "sideways"}, "direction"),
+        ({"indicator": 12}, "indicator"),
+        ({"org_unit": ""}, "org_unit"),
+    ],
+)
+async def test_a_malformed_rule_is_refused_naming_the_field(
+    activity: httpx.AsyncClient, auth: Headers, change: dict[str, Any], field: str
+) -> None:
+    response = await activity.post("/alert-rules", json={**RULE, **change}, headers=auth("admin"))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert field in {e["field"] for e in response.json()["errors"]}
+
+
+async def test_a_rule_missing_a_field_is_refused(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    body = {k: v for k, v in RULE.items() if k != "basis"}
+    response = await activity.post("/alert-rules", json=body, headers=auth("admin"))
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["basis"]
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"indicator": "beds_made"}, "indicator_not_found"),
+        ({"org_unit": "CHU-NOPE"}, "org_unit_not_found"),
+    ],
+)
+async def test_a_rule_on_an_unknown_indicator_or_org_unit_is_a_404(
+    activity: httpx.AsyncClient, auth: Headers, change: dict[str, Any], code: str
+) -> None:
+    response = await activity.post("/alert-rules", json={**RULE, **change}, headers=auth("admin"))
+    assert response.status_code == 404
+    assert response.json()["code"] == code
+
+
+async def test_a_rule_write_needs_a_token(activity: httpx.AsyncClient, database: Database) -> None:
+    rule = await _rule(database)
+    assert (await activity.post("/alert-rules", json=RULE)).status_code == 401
+    assert (await activity.delete(f"/alert-rules/{rule}")).status_code == 401
+
+
+@pytest.mark.parametrize("role", ["bed_manager", "commission", "nobody"])
+async def test_a_rule_write_needs_activity_or_contracts_write(
+    activity: httpx.AsyncClient, auth: Headers, database: Database, role: str
+) -> None:
+    rule = await _rule(database)
+    headers = auth(role, CHU)
+    assert (await activity.post("/alert-rules", json=RULE, headers=headers)).status_code == 403
+    assert (await activity.delete(f"/alert-rules/{rule}", headers=headers)).status_code == 403
+
+
+async def test_a_rule_write_is_refused_for_another_establishment(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    rule = await _rule(database)
+    headers = auth("direction", CH_NORD)
+    created = await activity.post("/alert-rules", json=RULE, headers=headers)
+    assert created.status_code == 403 and created.json()["code"] == "forbidden"
+    assert (await activity.delete(f"/alert-rules/{rule}", headers=headers)).status_code == 403
+    territory_rule = await activity.post(
+        "/alert-rules", json={**RULE, "org_unit": "G4"}, headers=auth("direction", CHU)
+    )
+    assert territory_rule.status_code == 403
+
+
+# --- alerts API --------------------------------------------------------------------------
+
+
+async def _two_establishments_alerts(database: Database) -> None:
+    await _rule(database, CHU)
+    await _rule(database, CH_NORD)
+    await _evaluate(database, _figures("CHU-RAD"), _figures("CHU-CAR"))
+    await _evaluate(database, _figures("NORD-INT", finess=CH_NORD))
+
+
+async def test_alerts_are_listed_newest_first_and_filtered(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _two_establishments_alerts(database)
+    admin = auth("admin")
+
+    everything = (await activity.get("/alerts", headers=admin)).json()
+    assert everything["items"][0]["org_unit"] == "NORD-INT"
+    assert {a["org_unit"] for a in everything["items"]} == {"CHU-RAD", "CHU-CAR", "NORD-INT"}
+    assert everything["items"][0]["period"] == "2026-03"
+
+    below_imaging = await activity.get("/alerts", params={"org_unit": "CHU-IMG"}, headers=admin)
+    assert [a["org_unit"] for a in below_imaging.json()["items"]] == ["CHU-RAD"]
+    none = await activity.get("/alerts", params={"org_unit": "CHU-1101"}, headers=admin)
+    assert none.json()["items"] == []
+    other = await activity.get("/alerts", params={"indicator": "hospital_days"}, headers=admin)
+    assert other.json()["items"] == []
+    acknowledged = await activity.get("/alerts", params={"status": "acknowledged"}, headers=admin)
+    assert acknowledged.json()["items"] == []
+    future = await activity.get("/alerts", params={"since": "2100-01-01T00:00:00"}, headers=admin)
+    assert future.json()["items"] == []
+    past = await activity.get("/alerts", params={"since": "2000-01-01T00:00:00Z"}, headers=admin)
+    assert len(past.json()["items"]) == 3
+
+    pages: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        page = (await activity.get("/alerts", params=params, headers=admin)).json()
+        pages += [a["id"] for a in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert pages == [a["id"] for a in everything["items"]]
+
+
+async def test_an_establishment_sees_only_its_own_alerts(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _two_establishments_alerts(database)
+    chu = await activity.get("/alerts", headers=auth("bed_manager", CHU))
+    assert {a["org_unit"] for a in chu.json()["items"]} == {"CHU-RAD", "CHU-CAR"}
+    refused = await activity.get(
+        "/alerts", params={"org_unit": "CHU-IMG"}, headers=auth("bed_manager", CH_NORD)
+    )
+    assert refused.status_code == 403
+    assert (await activity.get("/alerts")).status_code == 401
+    assert (await activity.get("/alerts", headers=auth("nobody"))).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"status": "burning"}, "status"),
+        ({"since": "yesterday"}, "since"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"cursor": "bm9wZQ"}, "cursor"),
+    ],
+)
+async def test_a_bad_alert_query_is_refused_naming_the_parameter(
+    activity: httpx.AsyncClient, auth: Headers, params: dict[str, Any], field: str
+) -> None:
+    response = await activity.get("/alerts", params=params, headers=auth("admin"))
+    assert response.status_code == 422, response.text
+    assert field in {e["field"] for e in response.json()["errors"]}
+
+
+async def test_acknowledging_an_alert_needs_a_steering_role_of_its_establishment(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _two_establishments_alerts(database)
+    alert = next(a for a in await _alerts(database) if a.org_unit == "CHU-RAD")
+    url = f"/alerts/{alert.id}/acknowledge"
+    assert (await activity.post(url)).status_code == 401
+    assert (await activity.post(url, headers=auth("bed_manager", CHU))).status_code == 403
+    assert (await activity.post(url, headers=auth("commission", CHU))).status_code == 403
+    assert (await activity.post(url, headers=auth("direction", CH_NORD))).status_code == 403
+    acknowledged = await activity.post(url, headers=auth("direction", CHU))
+    assert acknowledged.status_code == 200 and acknowledged.json()["status"] == "acknowledged"
+    twice = await activity.post(url, headers=auth("direction", CHU))
+    assert twice.status_code == 200 and twice.json()["status"] == "acknowledged"
+    listed = await activity.get("/alerts", params={"status": "acknowledged"}, headers=auth("admin"))
+    assert [a["id"] for a in listed.json()["items"]] == [str(alert.id)]
+
+
+async def test_acknowledging_an_unknown_or_cleared_alert_is_refused(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    admin = auth("admin")
+    unknown = await activity.post(f"/alerts/{uuid.uuid4()}/acknowledge", headers=admin)
+    assert unknown.status_code == 404 and unknown.json()["code"] == "alert_not_found"
+    malformed = await activity.post("/alerts/42/acknowledge", headers=admin)
+    assert malformed.status_code == 422
+
+    await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"))
+    await _evaluate(database, _figures("CHU-RAD", ytd_variation=0.0))
+    (alert,) = await _alerts(database)
+    cleared = await activity.post(f"/alerts/{alert.id}/acknowledge", headers=admin)
+    assert cleared.status_code == 409 and cleared.json()["code"] == "alert_cleared"

@@ -1,0 +1,429 @@
+"""The indicator routes: catalogue, values, dashboards, drill-down, overview, and who may
+read them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import pytest
+from activity_testing import CH_NORD, CHU, TERRITORY
+from conftest import Headers
+from fastapi import FastAPI
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activity_svc.catalogue import INDICATORS
+from activity_svc.indicators.api import router
+from activity_svc.main import create_app
+from activity_svc.models import ActivityRecord, Target, UnitMonth
+from activity_svc.settings import Settings
+from ght_shared.db import Database
+
+pytestmark = pytest.mark.usefixtures("territory")
+
+MAIN = [i.code for i in INDICATORS if i.main]
+
+
+@pytest.fixture
+def activity_app(activity_settings: Settings) -> FastAPI:
+    app: FastAPI = create_app(activity_settings)
+    # Until main.py includes the indicators router (then this does nothing).
+    if not any(getattr(route, "path", None) == "/indicators" for route in app.routes):
+        app.include_router(router)
+    return app
+
+
+async def put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
+    await session.execute(
+        insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
+    )
+
+
+async def _cardiology_stays(database: Database) -> None:
+    """Full stays in CHU-2101: 10 a month in 2023 (20 from April), 12 a month in Q1 2024."""
+    async with database.transaction() as session:
+        for m in range(1, 13):
+            stays = 10 if m <= 3 else 20
+            await put_unit_month(
+                session, "CHU-2101", date(2023, m, 1), stays_full=stays, stay_days=stays * 5
+            )
+        for m in range(1, 4):
+            await put_unit_month(session, "CHU-2101", date(2024, m, 1), stays_full=12, stay_days=48)
+        await put_unit_month(session, "NORD-3101", date(2024, 2, 1), stays_full=40, stay_days=200)
+
+
+def _problem_fields(response: httpx.Response) -> set[str]:
+    assert response.headers["content-type"].startswith("application/problem+json")
+    return {error["field"] for error in response.json().get("errors", [])}
+
+
+# --- catalogue ------------------------------------------------------------------------
+
+
+async def test_the_catalogue_describes_each_indicator_with_its_measures(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    response = await activity.get("/indicators", headers=auth("direction", CHU))
+    assert response.status_code == 200
+    catalogue = {i["code"]: i for i in response.json()}
+    assert len(catalogue) == len(INDICATORS) >= 20
+    occupancy = catalogue["bed_occupancy_rate"]
+    assert occupancy["label_fr"] == "Taux d'occupation des lits"
+    assert occupancy["unit"] == "%" and occupancy["scale"] == 100.0
+    assert [m["name"] for m in occupancy["denominator"]] == ["bed_days"]
+    assert all(m["description"] for m in occupancy["numerator"] + occupancy["denominator"])
+    assert catalogue["average_length_of_stay"]["direction"] == "lower_is_better"
+    assert catalogue["median_coding_delay"]["aggregation"] == "median"
+
+
+async def test_reading_indicators_needs_a_token_with_the_read_scope(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    assert (await activity.get("/indicators")).status_code == 401
+    assert (await activity.get("/indicators", headers=auth("nobody", CHU))).status_code == 403
+    response = await activity.get(
+        "/dashboards/CHU-MED", params={"period": "2024-03"}, headers=auth("nobody", CHU)
+    )
+    assert response.status_code == 403
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+async def test_values_give_each_month_against_last_year_with_projection_and_target(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _cardiology_stays(database)
+    async with database.transaction() as session:
+        await session.execute(
+            insert(Target).values(
+                indicator="stays_full",
+                org_unit="CHU-CAR",
+                year=2024,
+                value=240.0,
+                monthly_profile=None,
+                source="manual",
+                updated_at=datetime.now(UTC),
+                updated_by="test",
+            )
+        )
+    response = await activity.get(
+        "/indicators/stays_full/values",
+        params={"org_unit": "CHU-CAR", "from": "2024-01", "to": "2024-03"},
+        headers=auth("pole_manager", CHU),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["org_unit"] == {
+        "code": "CHU-CAR",
+        "kind": "department",
+        "name": "Cardiologie",
+        "finess": CHU,
+    }
+    assert body["scope"] == "as_was"
+    assert [v["period"] for v in body["values"]] == ["2024-01", "2024-02", "2024-03"]
+    march = body["values"][-1]
+    assert march["value"] == 12.0
+    assert march["same_period_last_year"] == 10.0
+    assert march["variation_pct"] == pytest.approx(20.0)
+    assert march["year_to_date"] == 36.0
+    assert march["year_to_date_last_year"] == 30.0
+    assert march["year_to_date_variation_pct"] == pytest.approx(20.0)
+    assert march["projection"] == pytest.approx(36 * 210 / 30)
+    assert (march["target"], march["target_year_to_date"], march["target_year"]) == (
+        20.0,
+        60.0,
+        240.0,
+    )
+
+
+async def test_values_default_to_this_year_up_to_this_month(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    response = await activity.get(
+        "/indicators/outpatient_acts/values",
+        params={"org_unit": "CHU-IMG"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 200
+    today = datetime.now(UTC).date()
+    periods = [v["period"] for v in response.json()["values"]]
+    assert periods[0] == f"{today.year}-01" and periods[-1] == today.strftime("%Y-%m")
+    assert len(periods) == today.month
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "rule"),
+    [
+        ({"from": "2024-13"}, "from", "period"),
+        ({"to": "March"}, "to", "period"),
+        ({"from": "2024-05", "to": "2024-04"}, "from", "before_to"),
+        ({"from": "2019-01", "to": "2024-01"}, "from", "max_months"),
+    ],
+)
+async def test_values_refuse_bad_periods_naming_the_field(
+    activity: httpx.AsyncClient, auth: Headers, params: dict[str, str], field: str, rule: str
+) -> None:
+    response = await activity.get(
+        "/indicators/stays_full/values",
+        params={"org_unit": "CHU-CAR", **params},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["rule"] == rule
+    assert _problem_fields(response) == {field}
+
+
+async def test_values_refuse_an_unknown_scope_or_a_missing_org_unit(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    response = await activity.get(
+        "/indicators/stays_full/values",
+        params={"org_unit": "CHU-CAR", "scope": "sideways"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 422 and "scope" in str(_problem_fields(response))
+    response = await activity.get("/indicators/stays_full/values", headers=auth("direction", CHU))
+    assert response.status_code == 422 and "org_unit" in str(_problem_fields(response))
+
+
+async def test_an_unknown_indicator_or_org_unit_is_not_found(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    response = await activity.get(
+        "/indicators/happiness/values",
+        params={"org_unit": "CHU-CAR"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 404 and response.json()["code"] == "indicator_not_found"
+    response = await activity.get(
+        "/indicators/stays_full/values",
+        params={"org_unit": "CHU-NOWHERE"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 404 and response.json()["code"] == "org_unit_not_found"
+
+
+async def test_an_establishment_reads_its_own_figures_and_the_territory_is_territorial(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    async def status(org_unit: str, headers: dict[str, str]) -> int:
+        response = await activity.get(
+            "/indicators/stays_full/values",
+            params={"org_unit": org_unit, "from": "2024-01", "to": "2024-03"},
+            headers=headers,
+        )
+        return response.status_code
+
+    assert await status("CHU-CAR", auth("direction", CHU)) == 200
+    assert await status("CHU-CAR", auth("direction", CH_NORD)) == 403
+    assert await status(TERRITORY, auth("direction", CHU)) == 403
+    assert await status(TERRITORY, auth("commission")) == 200
+    assert await status("NORD-MED", auth("commission")) == 200
+
+
+# --- dashboards -----------------------------------------------------------------------
+
+
+def _figures(unit: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["indicator"]: f for f in unit["figures"]}
+
+
+async def test_a_dashboard_gives_every_main_indicator_for_the_org_unit_and_its_children(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _cardiology_stays(database)
+    response = await activity.get(
+        f"/dashboards/{CHU}", params={"period": "2024-03"}, headers=auth("direction", CHU)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["period"] == "2024-03"
+    assert [i["code"] for i in body["indicators"]] == MAIN
+    assert body["org_unit"]["name"] == "CHU de la Vallée"
+    assert [(c["code"], c["name"]) for c in body["children"]] == [
+        ("CHU-IMG", "Pôle imagerie"),
+        ("CHU-MED", "Pôle médecine"),
+    ]
+    for unit in (body["org_unit"], *body["children"]):
+        assert [f["indicator"] for f in unit["figures"]] == MAIN
+    medicine = _figures(body["children"][1])
+    assert medicine["stays_full"]["value"] == 12.0
+    assert medicine["stays_full"]["year_to_date_variation_pct"] == pytest.approx(20.0)
+    assert medicine["average_length_of_stay"]["value"] == pytest.approx(4.0)
+    assert medicine["average_length_of_stay"]["same_period_last_year"] == pytest.approx(5.0)
+    assert _figures(body["children"][0])["stays_full"]["value"] == 0.0
+    assert _figures(body["org_unit"])["stays_full"]["value"] == 12.0
+
+
+async def test_a_dashboard_can_give_the_months_before_the_period_for_a_trend(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _cardiology_stays(database)
+    response = await activity.get(
+        "/dashboards/CHU-MED",
+        params={"period": "2024-03", "months": "3"},
+        headers=auth("pole_manager", CHU),
+    )
+    assert response.status_code == 200
+    figures = response.json()["org_unit"]["figures"]
+    assert [f["period"] for f in figures[:: len(MAIN)]] == ["2024-01", "2024-02", "2024-03"]
+    assert len(figures) == 3 * len(MAIN)
+    response = await activity.get(
+        "/dashboards/CHU-MED", params={"months": "13"}, headers=auth("pole_manager", CHU)
+    )
+    assert response.status_code == 422 and "months" in str(_problem_fields(response))
+
+
+async def test_a_dashboard_defaults_to_the_latest_month_with_data(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _cardiology_stays(database)
+    response = await activity.get("/dashboards/CHU-MED", headers=auth("pole_manager", CHU))
+    assert response.status_code == 200
+    assert response.json()["period"] == "2024-03"
+    assert [c["code"] for c in response.json()["children"]] == ["CHU-CAR"]
+
+
+async def test_a_dashboard_refuses_another_establishment_and_a_bad_period(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    response = await activity.get(
+        "/dashboards/CHU-MED", params={"period": "2024-03"}, headers=auth("direction", CH_NORD)
+    )
+    assert response.status_code == 403
+    response = await activity.get(
+        "/dashboards/CHU-MED", params={"period": "2024-00"}, headers=auth("direction", CHU)
+    )
+    assert response.status_code == 422 and _problem_fields(response) == {"period"}
+    response = await activity.get("/dashboards/NOWHERE", headers=auth("commission"))
+    assert response.status_code == 404
+
+
+# --- drill-down -----------------------------------------------------------------------
+
+
+def _stay(source_id: str, unit: str, uf: str, day: date, mode: str) -> dict[str, Any]:
+    return {
+        "source": "pmsi",
+        "source_id": source_id,
+        "kind": "stay",
+        "finess": CHU,
+        "unit": unit,
+        "uf": uf,
+        "month": day.replace(day=1),
+        "occurred_on": day,
+        "admitted_at": datetime(day.year, day.month, day.day, tzinfo=UTC),
+        "discharged_at": datetime(day.year, day.month, day.day, tzinfo=UTC),
+        "drg": "05M092",
+        "severity": 2,
+        "mode": mode,
+        "stay_days": 3 if mode == "full" else 0,
+        "import_id": uuid.uuid4(),
+        "received_at": datetime.now(UTC),
+    }
+
+
+async def test_the_records_behind_a_value_are_paged_by_source_and_id(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    rows = [
+        _stay("s1", "CHU-2101", "2101", date(2024, 3, 2), "full"),
+        _stay("s2", "CHU-2101", "2101", date(2024, 3, 9), "ambulatory"),
+        _stay("s3", "CHU-2102", "2102", date(2024, 3, 9), "full"),
+        _stay("s4", "CHU-2101", "2101", date(2024, 3, 20), "full"),
+        _stay("s5", "CHU-2101", "2101", date(2024, 4, 1), "full"),
+        _stay("s6", "CHU-1101", "1101", date(2024, 3, 5), "full"),
+    ]
+    async with database.transaction() as session:
+        await session.execute(insert(ActivityRecord), rows)
+
+    async def page(cursor: str | None = None) -> dict[str, Any]:
+        params = {"org_unit": "CHU-MED", "period": "2024-03", "limit": "2"}
+        response = await activity.get(
+            "/indicators/stays_full/records",
+            params={**params, **({"cursor": cursor} if cursor else {})},
+            headers=auth("pole_manager", CHU),
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    first = await page()
+    assert [r["source_id"] for r in first["items"]] == ["s1", "s3"]
+    assert first["next_cursor"]
+    second = await page(first["next_cursor"])
+    assert [r["source_id"] for r in second["items"]] == ["s4"]
+    assert second["next_cursor"] is None
+    assert {r["mode"] for r in first["items"] + second["items"]} == {"full"}
+
+
+async def test_drill_down_refuses_a_forged_cursor_and_another_establishment(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    params = {"org_unit": "CHU-MED", "period": "2024-03"}
+    response = await activity.get(
+        "/indicators/stays_full/records",
+        params={**params, "cursor": "not-a-cursor"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 422 and _problem_fields(response) == {"cursor"}
+    response = await activity.get(
+        "/indicators/stays_full/records", params=params, headers=auth("direction", CH_NORD)
+    )
+    assert response.status_code == 403
+    response = await activity.get(
+        "/indicators/stays_full/records",
+        params={**params, "limit": "5000"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 422 and "limit" in str(_problem_fields(response))
+
+
+# --- overview -------------------------------------------------------------------------
+
+
+async def test_the_overview_gives_a_territorial_caller_every_establishment_and_the_territory(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _cardiology_stays(database)
+    response = await activity.get("/overview", headers=auth("commission"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body["establishments"]) == {CHU, CH_NORD}
+    chu = {h["indicator"]: h for h in body["establishments"][CHU]["headline"]}
+    assert chu["stays_full"] == {
+        "indicator": "stays_full",
+        "label_fr": "Séjours en hospitalisation complète",
+        "unit": "stays",
+        "period": "2024-03",
+        "year_to_date": 36.0,
+        "same_period_last_year": 30.0,
+        "change": pytest.approx(20.0),
+    }
+    nord = {h["indicator"]: h for h in body["establishments"][CH_NORD]["headline"]}
+    assert nord["stays_full"]["period"] == "2024-02"
+    territory = {h["indicator"]: h for h in body["territory"]["headline"]}
+    assert territory["stays_full"]["period"] == "2024-03"
+    assert territory["stays_full"]["year_to_date"] == 76.0
+
+
+async def test_the_overview_gives_an_establishment_its_own_figures_only(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    await _cardiology_stays(database)
+    response = await activity.get("/overview", headers=auth("direction", CHU))
+    assert response.status_code == 200
+    assert set(response.json()) == {"establishments"}
+    assert set(response.json()["establishments"]) == {CHU}
+    response = await activity.get(
+        "/overview", params={"establishment": CH_NORD}, headers=auth("direction", CHU)
+    )
+    assert response.status_code == 403
+    response = await activity.get(
+        "/overview", params={"establishment": "123"}, headers=auth("direction", CHU)
+    )
+    assert response.status_code == 422
