@@ -146,7 +146,7 @@ async def test_a_refresh_token_is_spent_on_use_and_replaced(gateway):
     assert second["refresh_token"] != first["refresh_token"]
     claims = await _token_claims(gateway, second["access_token"])
     assert claims["sub"] == "cadre.chu"
-    assert claims["pole"] == "IMG"
+    assert claims["pole"] == "CHU-IMG"
 
 
 async def test_reusing_a_spent_refresh_token_revokes_the_whole_family(gateway):

@@ -3,6 +3,8 @@ read them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -368,6 +370,13 @@ async def test_drill_down_refuses_a_forged_cursor_and_another_establishment(
     response = await activity.get(
         "/indicators/stays_full/records",
         params={**params, "cursor": "not-a-cursor"},
+        headers=auth("direction", CHU),
+    )
+    assert response.status_code == 422 and _problem_fields(response) == {"cursor"}
+    nul = base64.urlsafe_b64encode(json.dumps(["pmsi\u0000", "s1"]).encode()).decode()
+    response = await activity.get(
+        "/indicators/stays_full/records",
+        params={**params, "cursor": nul},
         headers=auth("direction", CHU),
     )
     assert response.status_code == 422 and _problem_fields(response) == {"cursor"}

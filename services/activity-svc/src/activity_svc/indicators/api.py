@@ -41,6 +41,7 @@ from activity_svc.indicators.values import (
     months_between,
 )
 from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
+from activity_svc.referential.schemas import CODE_PATTERN
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
 
@@ -52,7 +53,8 @@ MAX_MONTHS = 60
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 MAIN_INDICATORS: tuple[Indicator, ...] = tuple(i for i in INDICATORS if i.main)
 
-OrgUnitCode = Annotated[str, Query(min_length=1, max_length=64, description="Org unit code.")]
+OrgUnitCode = Annotated[str, Query(pattern=CODE_PATTERN, description="Org unit code.")]
+OrgUnitPath = Annotated[str, Path(pattern=CODE_PATTERN, description="Org unit code.")]
 Period = Annotated[str | None, Query(description="A month, YYYY-MM.", examples=["2025-03"])]
 ScopeQuery = Annotated[
     Scope,
@@ -191,7 +193,7 @@ async def indicator_values(
 async def dashboard(
     principal: Reader,
     session: SessionDep,
-    org_unit: Annotated[str, Path(max_length=64)],
+    org_unit: OrgUnitPath,
     period: Period = None,
     scope: ScopeQuery = Scope.AS_WAS,
     months: Annotated[
@@ -235,14 +237,24 @@ def _encode_cursor(source: str, source_id: str) -> str:
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        source, source_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(source, str) or not isinstance(source_id, str):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "cursor is not one this API gave.", field="cursor", rule="cursor"
-        ) from exc
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise _bad_cursor() from exc
+    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+        raise _bad_cursor()
+    source, source_id = key
+    joined = source + source_id
+    try:
+        joined.encode()  # PostgreSQL text holds neither lone surrogates nor NUL
+    except UnicodeEncodeError as exc:
+        raise _bad_cursor() from exc
+    if "\x00" in joined:
+        raise _bad_cursor()
     return source, source_id
+
+
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput("cursor is not one this API gave.", field="cursor", rule="cursor")
 
 
 @router.get(

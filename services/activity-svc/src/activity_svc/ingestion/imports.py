@@ -53,7 +53,10 @@ class ImportRequest:
     filename: str | None = None
 
 
-_MERGES = {flag: merge_statement(reject_file=flag) for flag in (True, False)}
+_MERGES = {
+    flag: merge_statement(reject_file=flag).replace(":import_id", "$1").replace(":now", "$2")
+    for flag in (True, False)
+}
 
 
 async def run_import(
@@ -91,18 +94,20 @@ async def run_import(
         async with database.transaction() as session:
             await _prepare(session, settings)
             connection = await _asyncpg_connection(session)
-            await stager.copy_into(connection)
+            await stager.copy_into(connection, settings.import_statement_timeout_s)
             staged = time.perf_counter()
             establishments = await _authorise(session, principal)
             await _lock(session, establishments)
             session.add(report)
             await session.flush()
-            row = (
-                await session.execute(
-                    text(_MERGES[request.on_error is OnError.REJECT_FILE]),
-                    {"import_id": import_id, "now": now},
-                )
-            ).one()
+            # Straight through asyncpg: the pool's command timeout is for requests; an
+            # import has its own (the server-side statement_timeout is set to match).
+            row = await connection.fetchrow(
+                _MERGES[request.on_error is OnError.REJECT_FILE],
+                import_id,
+                now,
+                timeout=settings.import_statement_timeout_s,
+            )
             outcome = MergeOutcome.from_row(row)
             merged = time.perf_counter()
             _fill_report(report, outcome, request.on_error, started)

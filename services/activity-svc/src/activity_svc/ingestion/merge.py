@@ -19,9 +19,12 @@ once, before the first row is written).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+
+import orjson
 
 from activity_svc.catalogue import MEASURES
 from activity_svc.ingestion.fields import FIELDS, KINDS, MAX_TEXT
@@ -241,7 +244,7 @@ _MEASURE_INPUTS = (
 
 
 def merge_statement(*, reject_file: bool) -> str:
-    """The statement validating and merging the staged rows (parameters: import_id, now)."""
+    """The statement validating and merging the staged rows (parameters: :import_id, :now)."""
     typed = ",\n            ".join(f"{expr} AS {name}" for name, expr in _TYPED_COLUMNS)
     insert_columns = ", ".join(("source", "source_id", *_DATA_COLUMNS, "import_id", "received_at"))
     updates = ", ".join(
@@ -268,11 +271,7 @@ def merge_statement(*, reject_file: bool) -> str:
         f"CASE WHEN new.{m.name} IS DISTINCT FROM coalesce(old.{m.name}, 0) THEN '{m.name}' END"
         for m in MEASURES
     )
-    gate = (
-        "AND NOT (SELECT coalesce(bool_or(err IS NOT NULL), false) FROM checked)"
-        if reject_file
-        else ""
-    )
+    gate = "AND NOT EXISTS (SELECT 1 FROM errors)" if reject_file else ""
     return f"""
     WITH units AS (
         SELECT o.code, o.finess, o.uf, min(v.valid_from) AS since
@@ -297,15 +296,21 @@ def merge_statement(*, reject_file: bool) -> str:
             OFFSET 0
         ) o
     ),
-    checked AS MATERIALIZED (
+    -- Not materialised: the rules run once for the rejected rows and once for the merged
+    -- ones, which costs less than writing every checked row aside and reading it twice.
+    checked AS (
         SELECT c.*, coalesce(c.format_err, {_RANGE_RULES}) AS err FROM resolved c
+    ),
+    errors AS MATERIALIZED (
+        SELECT c.line, c.err, c.source_id, c.finess, c.unit_code FROM checked c
+        WHERE c.err IS NOT NULL
     ),
     rejected AS (
         INSERT INTO import_rejection (import_id, line, field, reason, source_id)
-        SELECT :import_id, c.line, split_part(c.err, ':', 1),
-            substr(c.err, strpos(c.err, ':') + 1), left(c.source_id, {MAX_TEXT})
-        FROM checked c WHERE c.err IS NOT NULL
-        ORDER BY c.line LIMIT {MAX_STORED_REJECTIONS}
+        SELECT :import_id, e.line, split_part(e.err, ':', 1),
+            substr(e.err, strpos(e.err, ':') + 1), left(e.source_id, {MAX_TEXT})
+        FROM errors e
+        ORDER BY e.line LIMIT {MAX_STORED_REJECTIONS}
         RETURNING 1
     ),
     deduped AS MATERIALIZED (
@@ -333,20 +338,23 @@ def merge_statement(*, reject_file: bool) -> str:
             {sums}
         FROM deltas d
         GROUP BY d.unit, d.month
-        ORDER BY d.unit, d.month
         ON CONFLICT (unit, month) DO UPDATE SET updated_at = EXCLUDED.updated_at, {adds}
         RETURNING new.unit, new.month, array_remove(ARRAY[{changed}], NULL) AS measures
     ),
     per_establishment AS (
-        SELECT c.finess, count(*) FILTER (WHERE c.err IS NULL) AS accepted,
-            count(*) FILTER (WHERE c.err IS NOT NULL) AS rejected
-        FROM checked c WHERE c.unit_code IS NOT NULL GROUP BY c.finess
-    )
+        SELECT finess, sum(accepted) AS accepted, sum(rejected) AS rejected FROM (
+            SELECT d.finess, count(*) AS accepted, 0 AS rejected FROM deduped d GROUP BY d.finess
+            UNION ALL
+            SELECT e.finess, 0, count(*) FROM errors e WHERE e.unit_code IS NOT NULL
+            GROUP BY e.finess
+        ) t GROUP BY finess
+    ),
+    received AS (SELECT count(*) AS n FROM {STAGING_TABLE})
     SELECT
-        (SELECT count(*) FROM checked) AS received,
-        (SELECT count(*) FROM checked WHERE err IS NULL) AS valid,
+        (SELECT n FROM received) AS received,
+        (SELECT n FROM received) - (SELECT count(*) FROM errors) AS valid,
         (SELECT count(*) FROM deduped) AS distinct_valid,
-        (SELECT count(*) FROM checked WHERE err IS NOT NULL) AS rejected,
+        (SELECT count(*) FROM errors) AS rejected,
         (SELECT count(*) FROM merged) AS changed,
         (SELECT count(*) FROM rejected) AS stored_rejections,
         (SELECT coalesce(json_agg(json_build_object(
@@ -379,21 +387,27 @@ class MergeOutcome:
         return self.distinct_valid - self.changed
 
     @classmethod
-    def from_row(cls, row: Any) -> MergeOutcome:
+    def from_row(cls, row: Mapping[str, Any]) -> MergeOutcome:
+        """Read the statement's one row (its json columns decoded or not, by the driver's codec)."""
         cells: dict[tuple[str, date], set[str]] = {}
-        for cell in row.cells:
+        for cell in _json(row["cells"]):
             month = date.fromisoformat(cell["month"])
             cells.setdefault((cell["unit"], month), set()).update(cell["measures"])
         return cls(
-            received=row.received,
-            valid=row.valid,
-            distinct_valid=row.distinct_valid,
-            rejected=row.rejected,
-            changed=row.changed,
-            stored_rejections=row.stored_rejections,
+            received=row["received"],
+            valid=row["valid"],
+            distinct_valid=row["distinct_valid"],
+            rejected=row["rejected"],
+            changed=row["changed"],
+            stored_rejections=row["stored_rejections"],
             cells={key: measures for key, measures in cells.items() if measures},
             establishments={
-                e["finess"]: (e["accepted"], e["rejected"]) for e in row.establishments
+                e["finess"]: (int(e["accepted"]), int(e["rejected"]))
+                for e in _json(row["establishments"])
             },
-            sources=list(row.sources),
+            sources=list(row["sources"]),
         )
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value

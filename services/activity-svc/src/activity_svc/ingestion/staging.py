@@ -39,7 +39,7 @@ class MalformedFile(Exception):
 
 
 class Stager(Protocol):
-    async def copy_into(self, conn: asyncpg.Connection) -> None: ...
+    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None: ...
 
 
 async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -65,7 +65,7 @@ class CsvStager:
 
     chunks: AsyncIterator[bytes]
 
-    async def copy_into(self, conn: asyncpg.Connection) -> None:
+    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None:
         head = b""
         async for chunk in self.chunks:
             head += chunk
@@ -82,6 +82,7 @@ class CsvStager:
                 header=True,
                 delimiter=delimiter,
                 encoding="UTF8",
+                timeout=timeout,
             )
         except (asyncpg.DataError, asyncpg.exceptions.ProgramLimitExceededError) as exc:
             raise MalformedFile(_copy_message(exc), _copy_line(exc)) from exc
@@ -161,8 +162,10 @@ class NdjsonStager:
 
     chunks: AsyncIterator[bytes]
 
-    async def copy_into(self, conn: asyncpg.Connection) -> None:
-        await conn.copy_records_to_table(STAGING_TABLE, records=self._rows(), columns=_ROW_COLUMNS)
+    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None:
+        await conn.copy_records_to_table(
+            STAGING_TABLE, records=self._rows(), columns=_ROW_COLUMNS, timeout=timeout
+        )
 
     async def _rows(self) -> AsyncIterator[tuple[Any, ...]]:
         line = 0
@@ -216,6 +219,8 @@ class RecordsStager:
 
     records: Iterable[Mapping[str, Any]]
 
-    async def copy_into(self, conn: asyncpg.Connection) -> None:
+    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None:
         rows = [record_row(index, record) for index, record in enumerate(self.records)]
-        await conn.copy_records_to_table(STAGING_TABLE, records=rows, columns=_ROW_COLUMNS)
+        await conn.copy_records_to_table(
+            STAGING_TABLE, records=rows, columns=_ROW_COLUMNS, timeout=timeout
+        )
