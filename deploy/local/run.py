@@ -610,10 +610,20 @@ def load_demo_data_if_empty(gateway_url: str, endpoints: Mapping[str, str]) -> N
     """Extension point: load the demo territory through the public APIs when it is empty.
 
     Called once every component is ready, with the gateway's base URL and every
-    component's base URL by name. It loads nothing for now; the issues that bring the
-    demo territory fill it in, going through the gateway as any client would (never
-    writing to a service's database directly) and doing nothing when data is present.
+    component's base URL by name. Each service's demo goes through the gateway as any
+    client would (never writing to a service's database directly) and does nothing when
+    data is present; only when the gateway runs with its demo identities.
     """
+    from datetime import date
+
+    from demo_activity import DemoLoadError, load_activity_demo  # beside this script
+
+    if os.environ.get(f"{GATEWAY.env_prefix}DEMO", "true").lower() not in ("1", "true"):
+        return
+    try:
+        load_activity_demo(gateway_url, date.today())
+    except DemoLoadError as error:
+        raise RunError(f"loading the demo activity: {error}") from error
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ght_gateway.roles import ROLE_SCOPES, Role, establishment_rule_violation, route_scope
+from ght_gateway.roles import ROLE_SCOPES, Role, establishment_rule_violation, route_scopes
 
 ROLES_DOC = Path(__file__).parents[2] / "docs/roles.md"
 
@@ -52,7 +52,19 @@ def test_roles_go_with_the_establishments_they_act_for(roles, establishments, po
 
 
 def test_the_gateway_asks_read_for_safe_methods_and_write_for_the_others():
-    assert route_scope("beds", "GET") == "beds:read"
-    assert route_scope("beds", "HEAD") == "beds:read"
-    assert route_scope("beds", "POST") == "beds:write"
-    assert route_scope("staffing", "DELETE") == "staffing:write"
+    assert route_scopes("beds", "GET") == ("beds:read",)
+    assert route_scopes("beds", "HEAD") == ("beds:read",)
+    assert route_scopes("beds", "POST") == ("beds:write",)
+    assert route_scopes("staffing", "DELETE") == ("staffing:write",)
+
+
+def test_targets_and_alert_rules_are_steering_writes_open_to_contract_writers() -> None:
+    assert route_scopes("activity", "PUT", "/targets/stays_full/CHU-IMG/2026") == (
+        "activity:write",
+        "contracts:write",
+    )
+    assert route_scopes("activity", "POST", "/alerts/1/acknowledge") == (
+        "activity:write",
+        "contracts:write",
+    )
+    assert route_scopes("activity", "POST", "/records") == ("activity:write",)

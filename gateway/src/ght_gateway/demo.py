@@ -50,7 +50,9 @@ USERS = (
     DemoUser("admin", "Administrateur de la plateforme", Role.ADMIN, TERRITORY),
     DemoUser("commission", "Commission territoriale", Role.COMMISSION, TERRITORY),
     DemoUser("direction.chu", "Direction du CHU", Role.DIRECTION, CHU),
-    DemoUser("cadre.chu", "Cadre de gestion, pôle imagerie (CHU)", Role.POLE_MANAGER, CHU, "IMG"),
+    DemoUser(
+        "cadre.chu", "Cadre de gestion, pôle imagerie (CHU)", Role.POLE_MANAGER, CHU, "CHU-IMG"
+    ),
     DemoUser("lits.chu", "Gestionnaire de lits du CHU", Role.BED_MANAGER, CHU),
     DemoUser(
         "effectifs.g4",

@@ -1,7 +1,7 @@
 """Routing: ``/api/{service}/{path}`` → the service's ``/{path}``, bodies streamed both ways.
 
 The caller must hold a valid token and the coarse scope of the route
-(``roles.route_scope``: ``beds:read`` for a safe method, ``beds:write`` otherwise); the
+(``roles.route_scopes``: ``beds:read`` for a safe method, ``beds:write`` otherwise); the
 service checks the fine rights again with the same token (``Authorization`` is
 forwarded). Hop-by-hop headers are dropped in both directions; ``X-Request-ID``,
 ``traceparent`` and ``X-Forwarded-For/Proto/Host`` are set. Timeouts, retries and the
@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
-from ght_gateway.roles import SERVICES, route_scope
+from ght_gateway.roles import SERVICES, route_scopes
 from ght_gateway.security import GatewayPrincipal
 from ght_gateway.settings import Settings
 from ght_gateway.upstream import (
@@ -112,11 +112,13 @@ async def _authorised(
     principal: GatewayPrincipal,
 ) -> Principal:
     """The caller, if it holds the route's coarse scope (403 otherwise)."""
-    scope = route_scope(service, request.method)
-    if not principal.has_scope(scope):
+    path = request.path_params.get("path", "")
+    scopes = route_scopes(service, request.method, "/" + path.lstrip("/"))
+    if not principal.scopes.intersection(scopes):
+        wanted = " or ".join(repr(s) for s in scopes)
         raise Forbidden(
-            f"{request.method} on the {service} service needs the scope {scope!r}.",
-            required_scope=scope,
+            f"{request.method} on the {service} service needs the scope {wanted}.",
+            required_scope=scopes[0] if len(scopes) == 1 else list(scopes),
         )
     return principal
 

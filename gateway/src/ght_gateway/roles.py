@@ -83,7 +83,17 @@ def establishment_rule_violation(
     return None
 
 
-def route_scope(service: str, method: str) -> str:
-    """The coarse scope the gateway asks for on ``/api/{service}/...``."""
-    safe = method.upper() in ("GET", "HEAD", "OPTIONS")
-    return f"{service}:{'read' if safe else 'write'}"
+STEERING_PATHS: dict[str, tuple[str, ...]] = {
+    "activity": ("/targets", "/alert-rules", "/alerts/"),
+}
+"""Writes that are steering decisions (targets, alert rules): the direction, chefs de pôle
+and cadres de gestion make them with ``contracts:write`` as well as ``<service>:write``."""
+
+
+def route_scopes(service: str, method: str, path: str = "/") -> tuple[str, ...]:
+    """The coarse scopes (any one of them) the gateway asks for on ``/api/{service}{path}``."""
+    if method.upper() in ("GET", "HEAD", "OPTIONS"):
+        return (f"{service}:read",)
+    if path.startswith(STEERING_PATHS.get(service, ())):
+        return (f"{service}:write", "contracts:write")
+    return (f"{service}:write",)

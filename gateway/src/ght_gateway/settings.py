@@ -76,8 +76,14 @@ class Settings(ServiceSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
     upstream_import_prefixes: tuple[str, ...] = Field(
-        default=("/api/activity/imports", "/api/beds/imports", "/api/staffing/imports"),
-        description="Gateway path prefixes of file imports: import timeout and upload body limit.",
+        default=(
+            "/api/activity/imports",
+            "/api/activity/records",
+            "/api/beds/imports",
+            "/api/staffing/imports",
+        ),
+        description="Gateway path prefixes of file imports and large batches: import timeout"
+        " and upload body limit (each service applies its own limit too).",
     )
     upstream_connect_timeout_s: float = Field(
         default=2.0, gt=0, description="TCP connect (and pool wait) timeout towards a service."

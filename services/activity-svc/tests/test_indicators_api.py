@@ -13,29 +13,16 @@ import httpx
 import pytest
 from activity_testing import CH_NORD, CHU, TERRITORY
 from conftest import Headers
-from fastapi import FastAPI
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS
-from activity_svc.indicators.api import router
-from activity_svc.main import create_app
 from activity_svc.models import ActivityRecord, Target, UnitMonth
-from activity_svc.settings import Settings
 from ght_shared.db import Database
 
 pytestmark = pytest.mark.usefixtures("territory")
 
 MAIN = [i.code for i in INDICATORS if i.main]
-
-
-@pytest.fixture
-def activity_app(activity_settings: Settings) -> FastAPI:
-    app: FastAPI = create_app(activity_settings)
-    # Until main.py includes the indicators router (then this does nothing).
-    if not any(getattr(route, "path", None) == "/indicators" for route in app.routes):
-        app.include_router(router)
-    return app
 
 
 async def put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
@@ -373,7 +360,7 @@ async def test_drill_down_refuses_a_forged_cursor_and_another_establishment(
         headers=auth("direction", CHU),
     )
     assert response.status_code == 422 and _problem_fields(response) == {"cursor"}
-    nul = base64.urlsafe_b64encode(json.dumps(["pmsi\u0000", "s1"]).encode()).decode()
+    nul = base64.urlsafe_b64encode(json.dumps(["420784878", "pmsi\u0000", "s1"]).encode()).decode()
     response = await activity.get(
         "/indicators/stays_full/records",
         params={**params, "cursor": nul},

@@ -102,7 +102,7 @@ async def test_a_batch_of_records_is_merged_into_the_monthly_measures(
     assert report["status"] == "completed"
     assert (report["received"], report["accepted"], report["rejected"]) == (4, 4, 0)
     assert report["months"] == ["2025-01-01"]
-    assert response.headers["location"].endswith(f"/imports/{report['id']}")
+    assert response.headers["location"] == f"imports/{report['id']}"
 
     cardiology = await unit_month(database, "CHU-2101", JAN)
     assert cardiology is not None
@@ -146,7 +146,7 @@ async def test_the_last_occurrence_of_a_record_repeated_in_one_batch_wins(
     assert response.status_code == 201
     assert "repeated" in response.json()["detail"]
     async with database.transaction() as session:
-        stored = await session.get(ActivityRecord, ("pmsi-chu", "S1"))
+        stored = await session.get(ActivityRecord, (CHU, "pmsi-chu", "S1"))
     assert stored is not None and stored.severity == 4
     cardiology = await unit_month(database, "CHU-2101", JAN)
     assert cardiology is not None and cardiology.stays_full == 1
@@ -525,3 +525,41 @@ async def test_nothing_is_left_in_the_session_after_an_import(database: Database
             text("SELECT count(*) FROM pg_class WHERE relname = 'import_staging'")
         )
     assert leftover == 0
+
+
+async def test_two_establishments_may_use_the_same_record_ids_without_touching_each_other(
+    activity: httpx.AsyncClient, auth: Any, database: Database
+) -> None:
+    northern = stay("S1", finess=CH_NORD, unit="3101")
+    assert (await post_records(activity, auth("it_system", CH_NORD), [northern])).status_code == 201
+    assert (await post_records(activity, auth("it_system", CHU), [stay("S1")])).status_code == 201
+    assert await record_count(database) == 2
+    north = await unit_month(database, "NORD-3101", JAN)
+    assert north is not None and north.stays_full == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("date", "02/03/2025"), ("coded_on", "2025-1-9"), ("amount", "12.345"), ("amount", "1e3")],
+)
+async def test_dates_must_be_iso_and_amounts_have_at_most_two_decimals_in_files(
+    activity: httpx.AsyncClient, auth: Any, field: str, value: str
+) -> None:
+    body = _csv([act("A1", **{field: value})])
+    response = await import_file(activity, auth("it_system", CHU), body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == field
+
+
+async def test_the_imports_are_listed_page_by_page(activity: httpx.AsyncClient, auth: Any) -> None:
+    headers = auth("it_system", CHU)
+    for index in range(3):
+        await post_records(activity, headers, [stay(f"S{index}")])
+    first = (await activity.get("/imports", params={"limit": 2}, headers=headers)).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    rest = await activity.get(
+        "/imports", params={"limit": 2, "cursor": first["next_cursor"]}, headers=headers
+    )
+    assert len(rest.json()["items"]) == 1 and rest.json()["next_cursor"] is None
+    bad = await activity.get("/imports", params={"cursor": "not-a-cursor"}, headers=headers)
+    assert bad.status_code == 422

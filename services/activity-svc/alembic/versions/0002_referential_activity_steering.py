@@ -51,7 +51,7 @@ def upgrade() -> None:
             " 'revenue')",
             name="activity_record_kind",
         ),
-        sa.PrimaryKeyConstraint("source", "source_id"),
+        sa.PrimaryKeyConstraint("finess", "source", "source_id"),
     )
     op.create_index(
         "activity_record_unit_month", "activity_record", ["unit", "month"], unique=False

@@ -146,10 +146,11 @@ class ActivityRecord(Base):
         Index("activity_record_unit_month", "unit", "month"),
     )
 
+    finess: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The establishment: a record's key is within it, so no system reaches another's."""
     source: Mapped[str] = mapped_column(Text, primary_key=True)
     source_id: Mapped[str] = mapped_column(Text, primary_key=True)
     kind: Mapped[str] = mapped_column(Text)
-    finess: Mapped[str] = mapped_column(Text)
     unit: Mapped[str] = mapped_column(Text)
     """The org unit code of the record's unit (resolved from its FINESS and UF code)."""
     uf: Mapped[str] = mapped_column(Text)

@@ -231,26 +231,26 @@ async def dashboard(
     )
 
 
-def _encode_cursor(source: str, source_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([source, source_id]).encode()).decode()
+def _encode_cursor(finess: str, source: str, source_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([finess, source, source_id]).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[str, str]:
+def _decode_cursor(cursor: str) -> tuple[str, str, str]:
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, binascii.Error) as exc:
         raise _bad_cursor() from exc
-    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+    if not (isinstance(key, list) and len(key) == 3 and all(isinstance(k, str) for k in key)):
         raise _bad_cursor()
-    source, source_id = key
-    joined = source + source_id
+    finess, source, source_id = key
+    joined = finess + source + source_id
     try:
         joined.encode()  # PostgreSQL text holds neither lone surrogates nor NUL
     except UnicodeEncodeError as exc:
         raise _bad_cursor() from exc
     if "\x00" in joined:
         raise _bad_cursor()
-    return source, source_id
+    return finess, source, source_id
 
 
 def _bad_cursor() -> InvalidInput:
@@ -273,7 +273,8 @@ async def indicator_records(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> RecordPage:
     """The records of the indicator's kind and filter, of the units below the org unit
-    that month (as it was, or in today's tree), ordered by (source, source_id)."""
+    that month (as it was, or in today's tree), ordered by their key (finess, source,
+    source_id)."""
     indicator = _indicator(code)
     month = parse_month(period, "period")
     after = _decode_cursor(cursor) if cursor is not None else None
@@ -295,16 +296,19 @@ async def indicator_records(
             # The catalogue's own SQL (never the request's).
             text(indicator.record_filter.replace("{r}", ActivityRecord.__tablename__)),
         )
-        .order_by(ActivityRecord.source, ActivityRecord.source_id)
+        .order_by(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id)
         .limit(limit + 1)
     )
     if after is not None:
-        query = query.where(tuple_(ActivityRecord.source, ActivityRecord.source_id) > after)
+        query = query.where(
+            tuple_(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id) > after
+        )
     records = list((await session.scalars(query)).all())
     next_cursor = None
     if len(records) > limit:
         records = records[:limit]
-        next_cursor = _encode_cursor(records[-1].source, records[-1].source_id)
+        last = records[-1]
+        next_cursor = _encode_cursor(last.finess, last.source, last.source_id)
     return RecordPage(
         items=[RecordRead.model_validate(r) for r in records], next_cursor=next_cursor
     )

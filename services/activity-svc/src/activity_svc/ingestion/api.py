@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import uuid
@@ -172,7 +173,8 @@ async def _import(
     body = ImportReport.model_validate(report).model_copy(
         update={"rejections": [RejectionRead.model_validate(r) for r in rejections]}
     )
-    location = f"{request.scope.get('root_path', '')}/imports/{report.id}"
+    # Relative, so that it resolves the same on the service and behind the gateway's prefix.
+    location = f"imports/{report.id}"
     if report.status == "rejected":
         raise ImportRejected(
             report.detail or "The import was rejected.",
@@ -216,19 +218,21 @@ async def list_imports(
         )
     rows = (await session.scalars(query.limit(limit + 1))).all()
     items = [ImportRead.model_validate(r) for r in rows[:limit]]
-    next_cursor = (
-        f"{rows[limit - 1].created_at.isoformat()}|{rows[limit - 1].id}"
-        if len(rows) > limit
-        else None
-    )
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return ImportPage(items=items, next_cursor=next_cursor)
+
+
+def _encode_cursor(last: RecordImport) -> str:
+    raw = f"{last.created_at.isoformat()}|{last.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        at, ident = cursor.split("|")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, ident = raw.split("|")
         return datetime.fromisoformat(at), uuid.UUID(ident)
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("Not a cursor of this list.", field="cursor", rule="cursor") from exc
 
 

@@ -223,7 +223,8 @@ async def _publish(session: AsyncSession, report: RecordImport, outcome: MergeOu
         events.batch_ingested(
             {
                 "batch": str(report.id),
-                "source": outcome.sources,
+                "source": outcome.sources[0] if len(outcome.sources) == 1 else None,
+                "sources": outcome.sources,
                 "establishment": finess,
                 "period": period,
                 "accepted": accepted,

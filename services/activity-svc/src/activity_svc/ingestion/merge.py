@@ -6,8 +6,8 @@ value is a rejected row with its reason, not a failed ``COPY``). One statement t
 1. checks every row (first failed rule per row: field and reason) and resolves its
    establishment and UF code to the unit's org code;
 2. stores the rejected rows (the first ``MAX_STORED_REJECTIONS``);
-3. upserts the valid rows into ``activity_record`` by ``(source, source_id)`` (the last
-   occurrence in the file wins), skipping those identical to what is stored, and gets
+3. upserts the valid rows into ``activity_record`` by ``(finess, source, source_id)`` (the
+   last occurrence in the file wins), skipping those identical to what is stored, and gets
    back each replaced row's previous values (PostgreSQL 18 ``RETURNING old``);
 4. adds to ``unit_month`` the new contributions minus the replaced ones, so the monthly
    measures stay exact without any rebuild, and reports which unit-months and measures
@@ -52,19 +52,22 @@ def _q(values: tuple[str, ...]) -> str:
 _CCAM = r"^[A-Z]{4}[0-9]{3}$"
 _NGAP = r"^[A-Z]{1,4}[0-9]{0,2}$"
 _DRG = r"^[0-9]{2}[CKMZ][0-9]{2}[0-9A-Z]$"
+# ISO 8601 only (YYYY-MM-DD, then T or a space and the time): 02/03/2026 is ambiguous.
+_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
 
 # The first rule a row breaks, as 'field:reason'; NULL when the row is valid so far. A
 # CASE stops at its first true branch, so a cast below its validity check is safe; and
 # the rules are branched by kind, so that a valid row is checked against its own only
 # (the cost of an import is mostly here: every row goes through every rule of its kind).
 _AMOUNT_RULES = """
-        WHEN n.amount IS NOT NULL AND NOT pg_input_is_valid(n.amount, 'numeric(14,2)')
-            THEN 'amount:is not an amount in euros (e.g. 1234.56)'"""
+        WHEN n.amount !~ '^-?[0-9]{1,12}([.][0-9]{1,2})?$'
+            THEN 'amount:is not an amount in euros with at most 2 decimals (e.g. 1234.56)'"""
 _NOT_NEGATIVE = """
         WHEN n.amount::numeric < 0 THEN 'amount:must not be negative'"""
 _DATE_RULES = """
         WHEN n.date IS NULL THEN 'date:is required'
-        WHEN NOT pg_input_is_valid(n.date, 'date') THEN 'date:is not a date (YYYY-MM-DD)'"""
+        WHEN n.date !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' OR NOT pg_input_is_valid(n.date, 'date')
+            THEN 'date:is not a date (YYYY-MM-DD)'"""
 
 _FORMAT_RULES = f"""
 CASE
@@ -85,10 +88,12 @@ CASE
     ELSE CASE n.kind
     WHEN 'stay' THEN CASE
         WHEN n.admitted_at IS NULL THEN 'admitted_at:is required for a stay'
-        WHEN NOT pg_input_is_valid(n.admitted_at, 'timestamptz')
+        WHEN n.admitted_at !~ '{_DATETIME}'
+            OR NOT pg_input_is_valid(n.admitted_at, 'timestamptz')
             THEN 'admitted_at:is not an ISO 8601 date-time'
         WHEN n.discharged_at IS NULL THEN 'discharged_at:is required for a stay'
-        WHEN NOT pg_input_is_valid(n.discharged_at, 'timestamptz')
+        WHEN n.discharged_at !~ '{_DATETIME}'
+            OR NOT pg_input_is_valid(n.discharged_at, 'timestamptz')
             THEN 'discharged_at:is not an ISO 8601 date-time'
         WHEN n.discharged_at::timestamptz < n.admitted_at::timestamptz
             THEN 'discharged_at:is before admitted_at'
@@ -120,7 +125,8 @@ CASE
             THEN 'coded_on:is required when the act is coded'
         WHEN n.coded_on IS NOT NULL AND n.coded IN ('false', '0')
             THEN 'coded_on:is given for an act that is not coded'
-        WHEN n.coded_on IS NOT NULL AND NOT pg_input_is_valid(n.coded_on, 'date')
+        WHEN n.coded_on IS NOT NULL AND (n.coded_on !~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$'
+            OR NOT pg_input_is_valid(n.coded_on, 'date'))
             THEN 'coded_on:is not a date (YYYY-MM-DD)'
         {_AMOUNT_RULES}{_NOT_NEGATIVE}
         END
@@ -296,8 +302,6 @@ def merge_statement(*, reject_file: bool) -> str:
             OFFSET 0
         ) o
     ),
-    -- Not materialised: the rules run once for the rejected rows and once for the merged
-    -- ones, which costs less than writing every checked row aside and reading it twice.
     checked AS (
         SELECT c.*, coalesce(c.format_err, {_RANGE_RULES}) AS err FROM resolved c
     ),
@@ -314,16 +318,16 @@ def merge_statement(*, reject_file: bool) -> str:
         RETURNING 1
     ),
     deduped AS MATERIALIZED (
-        SELECT DISTINCT ON (c.source, c.source_id) c.source, c.source_id,
+        SELECT DISTINCT ON (c.finess, c.source, c.source_id) c.source, c.source_id,
             {typed}
         FROM checked c
         WHERE c.err IS NULL {gate}
-        ORDER BY c.source, c.source_id, c.line DESC
+        ORDER BY c.finess, c.source, c.source_id, c.line DESC
     ),
     merged AS (
         INSERT INTO activity_record AS r ({insert_columns})
         SELECT d.*, CAST(:import_id AS uuid), CAST(:now AS timestamptz) FROM deduped d
-        ON CONFLICT (source, source_id) DO UPDATE SET {updates}
+        ON CONFLICT (finess, source, source_id) DO UPDATE SET {updates}
         WHERE {differs}
         RETURNING {returning}
     ),
