@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -81,6 +82,55 @@ def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str
                 process.kill()
 
 
+async def _cadre_reads_a_pole_dashboard(client: httpx.AsyncClient) -> None:
+    """The demo territory is loaded: a cadre de gestion reads its pôle's year over year."""
+    issued = await client.post(
+        "/auth/token",
+        data={"grant_type": "password", "username": "cadre.chu", "password": "demo"},
+    )
+    assert issued.status_code == 200, issued.text
+    cadre = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+    last_month = (date.today().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    dashboard = await client.get(
+        "/api/activity/dashboards/CHU-IMG", params={"period": last_month}, headers=cadre
+    )
+    assert dashboard.status_code == 200, dashboard.text
+    figures = {f["indicator"]: f for f in dashboard.json()["org_unit"]["figures"]}
+    exams = figures["imaging_exams"]
+    assert exams["value"] > 0 and exams["same_period_last_year"] > 0
+    assert exams["year_to_date_variation_pct"] is not None
+    assert dashboard.json()["children"], "the pôle's departments are listed"
+
+
+async def _establishment_imports_a_file_and_sees_its_figures_change(
+    client: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    """The CHU's system imports a CSV file of imaging exams; its figure moves by as many."""
+    month = date.today().strftime("%Y-%m")
+    params = {"org_unit": "420784878", "from": month, "to": month}
+
+    async def exams() -> float:
+        values = await client.get(
+            "/api/activity/indicators/imaging_exams/values", params=params, headers=bearer
+        )
+        assert values.status_code == 200, values.text
+        return float(values.json()["values"][-1]["value"] or 0)
+
+    before = await exams()
+    today = date.today().isoformat()
+    rows = [f"imaging_exam,ris-e2e,E2E-{i},420784878,1101,{today},ZBQK002,69.00" for i in range(7)]
+    body = "kind,source,source_id,finess,unit,date,code,amount\n" + "\n".join(rows) + "\n"
+    imported = await client.post(
+        "/api/activity/imports",
+        content=body.encode(),
+        headers={**bearer, "content-type": "text/csv"},
+        params={"filename": "e2e.csv"},
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["accepted"] == 7
+    assert await exams() == before + 7
+
+
 async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_all(stack):
     process, env = stack
     summary = _wait_for_line(process, "Ctrl-C to stop", timeout=120)
@@ -117,6 +167,9 @@ async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_al
         overview = await client.get("/api/territory/overview", headers=bearer)
         assert overview.status_code == 200
         assert set(overview.json()["parts"]) == {"contracts", "activity", "beds", "staffing"}
+        assert overview.json()["parts"]["activity"]["status"] == "ok"
+        await _cadre_reads_a_pole_dashboard(client)
+        await _establishment_imports_a_file_and_sees_its_figures_change(client, bearer)
 
     # Property-based conformance of every component's API to its own OpenAPI document.
     for name in COMPONENTS:

@@ -15,12 +15,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 
 from ght_shared.auth import Principal, PrincipalDep, ensure_establishment, require_scope
 from ght_shared.errors import Forbidden
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token (`unauthenticated`)."},
+    403: {
+        "description": "The token lacks the scope, or does not act for the establishment"
+        " concerned (`forbidden`)."
+    },
+}
+"""The answers of every route behind a token, for the routers' OpenAPI documents."""
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown resource."}}
 
 READ = "activity:read"
 WRITE = "activity:write"

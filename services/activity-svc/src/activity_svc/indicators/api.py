@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy import Select, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.access import Reader, ensure_may_read
+from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
 from activity_svc.catalogue import INDICATORS, INDICATORS_BY_CODE, Indicator
 from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound
 from activity_svc.indicators.overview import activity_overview
@@ -45,7 +45,7 @@ from activity_svc.referential.schemas import CODE_PATTERN
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
 
-router = APIRouter(tags=["indicators"])
+router = APIRouter(tags=["indicators"], responses=AUTH_RESPONSES)
 
 _UnitRows = Select[str, str, str | None, str]
 
@@ -144,6 +144,7 @@ async def list_indicators(principal: Reader) -> list[IndicatorRead]:
 
 @router.get(
     "/indicators/{code}/values",
+    responses=NOT_FOUND,
     summary="An indicator's figures month by month, with year-over-year, projection, target",
     response_model=IndicatorValues,
 )
@@ -187,6 +188,7 @@ async def indicator_values(
 
 @router.get(
     "/dashboards/{org_unit}",
+    responses=NOT_FOUND,
     summary="Every main indicator for an org unit and its direct children, one month",
     response_model=Dashboard,
 )
@@ -259,6 +261,7 @@ def _bad_cursor() -> InvalidInput:
 
 @router.get(
     "/indicators/{code}/records",
+    responses=NOT_FOUND,
     summary="The records behind an indicator's value (drill-down), paged",
     response_model=RecordPage,
 )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.access import Reader, Writer
+from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer
 from activity_svc.errors import ImportNotFound, InvalidInput
 from activity_svc.ingestion.imports import (
     ImportFormat,
@@ -37,7 +37,7 @@ from ght_shared.auth import Principal
 from ght_shared.db import SessionDep, database_of
 from ght_shared.errors import DomainError
 
-router = APIRouter(tags=["ingestion"])
+router = APIRouter(tags=["ingestion"], responses=AUTH_RESPONSES)
 
 REPORTED_REJECTIONS = 100
 """Rejected rows returned with an import's report; the rest are paged."""
@@ -74,6 +74,7 @@ OnErrorQuery = Annotated[
     status_code=201,
     response_model=ImportReport,
     summary="Send a batch of records (JSON, up to 10 000)",
+    responses={413: {"description": "The body exceeds the batch limit."}},
 )
 async def post_records(
     batch: RecordBatch,
@@ -102,6 +103,10 @@ async def post_records(
     status_code=201,
     response_model=ImportReport,
     summary="Import a CSV or NDJSON file of records",
+    responses={
+        413: {"description": "The file exceeds the upload limit."},
+        415: {"description": "Not a CSV or NDJSON body, or an unsupported Content-Encoding."},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -249,7 +254,12 @@ async def _readable_import(
     return report
 
 
-@router.get("/imports/{import_id}", response_model=ImportReport, summary="An import's report")
+@router.get(
+    "/imports/{import_id}",
+    response_model=ImportReport,
+    summary="An import's report",
+    responses=NOT_FOUND,
+)
 async def get_import(import_id: uuid.UUID, session: SessionDep, principal: Reader) -> ImportReport:
     report = await _readable_import(session, principal, import_id)
     rejections = (
@@ -269,7 +279,7 @@ async def get_import(import_id: uuid.UUID, session: SessionDep, principal: Reade
     "/imports/{import_id}/rejections",
     response_model=RejectionPage,
     summary="An import's rejected rows (JSON, or CSV with Accept: text/csv)",
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **NOT_FOUND},
 )
 async def get_rejections(
     import_id: uuid.UUID,

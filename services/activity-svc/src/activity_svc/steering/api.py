@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Select, and_, literal_column, select, tuple_
 from sqlalchemy.orm import aliased
 
-from activity_svc.access import Reader, Steerer, ensure_may_read, ensure_may_write
+from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read, ensure_may_write
 from activity_svc.errors import InvalidInput
 from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
 from activity_svc.steering import alerts, targets
@@ -31,13 +31,6 @@ from activity_svc.steering.targets import TargetChange, TargetNotFound, TargetSo
 from ght_shared.auth import Principal
 from ght_shared.db import SessionDep
 
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid bearer token (`unauthenticated`)."},
-    403: {
-        "description": "The token lacks the scope, or does not act for the org unit's"
-        " establishment (`forbidden`)."
-    },
-}
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {
         "description": "Unknown indicator or org unit (`indicator_not_found`,"
@@ -45,7 +38,7 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
     }
 }
 
-router = APIRouter(responses=_AUTH)
+router = APIRouter(responses=AUTH_RESPONSES)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page.")]
 Cursor = Annotated[str | None, Query(max_length=500, description="From the previous page.")]
