@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activity_svc.events import STREAM
 from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
+from ght_shared.events import Event
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 
@@ -67,3 +73,34 @@ async def build_territory(
             ),
             actor="test",
         )
+
+
+async def published(
+    nats_url: str, subject: str, ids: set[str], timeout_s: float = 15.0
+) -> list[Event]:
+    """The events of ``ids`` as JetStream delivers them (each as often as it is stored)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        subscription = await js.pull_subscribe(
+            subject,
+            stream=STREAM,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT),
+        )
+        found: list[Event] = []
+        deadline = time.monotonic() + timeout_s
+        while {str(e.id) for e in found} != ids:
+            assert time.monotonic() < deadline, "the relay did not publish every event"
+            try:
+                messages = await subscription.fetch(1000, timeout=1)
+            except nats.errors.TimeoutError:
+                await asyncio.sleep(0.1)  # not published yet: fetch what follows
+                continue
+            for message in messages:
+                event = Event.from_bytes(message.data)
+                if str(event.id) in ids:
+                    found.append(event)
+                await message.ack()
+        return found
+    finally:
+        await nc.close()

@@ -3,20 +3,16 @@ unit x month changed, whatever the number of records behind the change."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime
 
-import nats
 import pytest
-from activity_testing import CHU, TERRITORY
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from activity_testing import CHU, TERRITORY, published
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.events import INDICATOR_UPDATED, STREAM
+from activity_svc.events import INDICATOR_UPDATED
 from activity_svc.indicators.changes import publish_indicator_changes
 from activity_svc.models import Alert, AlertRule, UnitMonth
 from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
@@ -52,35 +48,6 @@ async def _outbox_ids(database: Database) -> set[str]:
         return {str(event_id) for (event_id,) in rows}
 
 
-async def _published(nats_url: str, ids: set[str], timeout_s: float = 15.0) -> list[Event]:
-    """The events of ``ids`` as JetStream delivers them (each as often as it is stored)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        subscription = await js.pull_subscribe(
-            SUBJECT,
-            stream=STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT),
-        )
-        found: list[Event] = []
-        deadline = time.monotonic() + timeout_s
-        while {str(e.id) for e in found} != ids:
-            assert time.monotonic() < deadline, "the relay did not publish every event"
-            try:
-                messages = await subscription.fetch(1000, timeout=1)
-            except nats.errors.TimeoutError:
-                await asyncio.sleep(0.1)  # not published yet: fetch what follows
-                continue
-            for message in messages:
-                event = Event.from_bytes(message.data)
-                if str(event.id) in ids:
-                    found.append(event)
-                await message.ack()
-        return found
-    finally:
-        await nc.close()
-
-
 async def test_an_import_gives_one_event_per_indicator_org_unit_and_month(
     database: Database, nats_url: str
 ) -> None:
@@ -105,7 +72,7 @@ async def test_an_import_gives_one_event_per_indicator_org_unit_and_month(
     assert count == len(expected) == 40
 
     ids = await _outbox_ids(database)
-    events = await _published(nats_url, ids)
+    events = await published(nats_url, SUBJECT, ids)
     keys = Counter((e.data["indicator"], e.data["org_unit"], e.data["period"]) for e in events)
     assert set(keys) == expected
     assert set(keys.values()) == {1}

@@ -32,3 +32,33 @@ class IndicatorNotFound(NotFound):
 
 class ImportNotFound(NotFound):
     code = "import_not_found"
+
+
+class TargetNotFound(NotFound):
+    code = "target_not_found"
+
+
+class AlertRuleNotFound(NotFound):
+    code = "alert_rule_not_found"
+
+
+class AlertNotFound(NotFound):
+    code = "alert_not_found"
+
+
+class AlertCleared(Conflict):
+    code = "alert_cleared"
+
+
+class ImportRejected(DomainError):
+    """Rows were rejected and the caller asked for all or nothing."""
+
+    status = 422
+    code = "import_rejected"
+    title = "Import rejected"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer
-from activity_svc.errors import ImportNotFound, InvalidInput
+from activity_svc.errors import ImportNotFound, ImportRejected, InvalidInput, UnsupportedMediaType
 from activity_svc.ingestion.imports import (
     ImportFormat,
     ImportRequest,
@@ -35,7 +35,6 @@ from activity_svc.models import ImportRejection, RecordImport
 from activity_svc.settings import Settings
 from ght_shared.auth import Principal
 from ght_shared.db import SessionDep, database_of
-from ght_shared.errors import DomainError
 
 router = APIRouter(tags=["ingestion"], responses=AUTH_RESPONSES)
 
@@ -44,20 +43,6 @@ REPORTED_REJECTIONS = 100
 
 _CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
-
-
-class ImportRejected(DomainError):
-    """Rows were rejected and the caller asked for all or nothing."""
-
-    status = 422
-    code = "import_rejected"
-    title = "Import rejected"
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
 
 
 OnErrorQuery = Annotated[

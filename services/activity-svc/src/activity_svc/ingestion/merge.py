@@ -288,7 +288,8 @@ def merge_statement(*, reject_file: bool) -> str:
     resolved AS (
         -- OFFSET 0 keeps each subquery from being inlined: its columns are computed once
         -- per row, not again at each of the many places the rules read them.
-        SELECT n.*, u.code AS unit_code, u.since AS unit_since, f.err AS format_err,
+        SELECT n.*, e.code AS establishment, u.code AS unit_code, u.since AS unit_since,
+            f.err AS format_err,
             o.occurred_on, n.unit AS uf
         FROM ({_normalised()} OFFSET 0) n
         LEFT JOIN org_unit e ON e.code = n.finess AND e.kind = 'establishment'
@@ -306,7 +307,7 @@ def merge_statement(*, reject_file: bool) -> str:
         SELECT c.*, coalesce(c.format_err, {_RANGE_RULES}) AS err FROM resolved c
     ),
     errors AS MATERIALIZED (
-        SELECT c.line, c.err, c.source_id, c.finess, c.unit_code FROM checked c
+        SELECT c.line, c.err, c.source_id, c.establishment FROM checked c
         WHERE c.err IS NOT NULL
     ),
     rejected AS (
@@ -349,8 +350,8 @@ def merge_statement(*, reject_file: bool) -> str:
         SELECT finess, sum(accepted) AS accepted, sum(rejected) AS rejected FROM (
             SELECT d.finess, count(*) AS accepted, 0 AS rejected FROM deduped d GROUP BY d.finess
             UNION ALL
-            SELECT e.finess, 0, count(*) FROM errors e WHERE e.unit_code IS NOT NULL
-            GROUP BY e.finess
+            SELECT e.establishment, 0, count(*) FROM errors e WHERE e.establishment IS NOT NULL
+            GROUP BY e.establishment
         ) t GROUP BY finess
     ),
     received AS (SELECT count(*) AS n FROM {STAGING_TABLE})

@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import events
 from activity_svc.catalogue import INDICATORS_BY_CODE
+from activity_svc.errors import AlertCleared, AlertNotFound, AlertRuleNotFound
 from activity_svc.indicators.figures import Figures
 from activity_svc.models import Alert, AlertRule
 from activity_svc.steering.targets import indicator_of, org_unit_of
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
-from ght_shared.errors import Conflict, NotFound
 from ght_shared.outbox import add_events
 
 _log = logging.getLogger(__name__)
@@ -56,18 +56,6 @@ class AlertStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     CLEARED = "cleared"
-
-
-class AlertRuleNotFound(NotFound):
-    code = "alert_rule_not_found"
-
-
-class AlertNotFound(NotFound):
-    code = "alert_not_found"
-
-
-class AlertCleared(Conflict):
-    code = "alert_cleared"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sqlalchemy import Select, and_, literal_column, select, tuple_
 from sqlalchemy.orm import aliased
 
 from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read, ensure_may_write
-from activity_svc.errors import InvalidInput
+from activity_svc.errors import InvalidInput, TargetNotFound
 from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
 from activity_svc.steering import alerts, targets
 from activity_svc.steering.alerts import AlertStatus, RuleSpec
@@ -27,7 +27,7 @@ from activity_svc.steering.schemas import (
     TargetPut,
     TargetRead,
 )
-from activity_svc.steering.targets import TargetChange, TargetNotFound, TargetSource
+from activity_svc.steering.targets import TargetChange, TargetSource
 from ght_shared.auth import Principal
 from ght_shared.db import SessionDep
 

@@ -21,11 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from activity_svc.catalogue import INDICATORS_BY_CODE, Indicator
-from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound
+from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound, TargetNotFound
 from activity_svc.models import OrgUnit, Target
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
-from ght_shared.errors import NotFound
 
 FIRST_YEAR = 2000
 LAST_YEAR = 2100
@@ -36,10 +35,6 @@ PROFILE_TOLERANCE = 1e-6
 class TargetSource(StrEnum):
     MANUAL = "manual"
     CONTRACT = "contract"
-
-
-class TargetNotFound(NotFound):
-    code = "target_not_found"
 
 
 @dataclass(frozen=True)
