@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -71,28 +71,41 @@ READY_TIMEOUT_S = 60.0
 # --------------------------------------------------------------------------------------------
 
 
-def territory() -> list[OrgUnitChange]:
-    """4 establishments x 5 pôles x 3 departments x 4 units (UF codes 1000-1059 each)."""
-    nodes = [OrgUnitChange("GHT", OrgUnitKind.TERRITORY, "GHT", None, SINCE)]
-    for e, finess in enumerate(ESTABLISHMENTS):
-        nodes.append(OrgUnitChange(finess, OrgUnitKind.ESTABLISHMENT, f"E{e}", "GHT", SINCE))
-        for p in range(5):
+Shape = tuple[int, int, int]
+"""An establishment's tree: pôles, departments per pôle, units per department."""
+
+SHAPES: tuple[Shape, ...] = ((5, 3, 4),) * 4
+
+
+def _uf(shape: Shape, pole: int, department: int, unit: int) -> str:
+    _, departments, units = shape
+    return str(1000 + (pole * departments + department) * units + unit)
+
+
+def territory(shapes: Sequence[Shape] = SHAPES, since: date = SINCE) -> list[OrgUnitChange]:
+    """One establishment of ``ESTABLISHMENTS`` per shape (by default 4 x 5 pôles x 3
+    departments x 4 units, UF codes 1000-1059 each), every node valid from ``since``."""
+    nodes = [OrgUnitChange("GHT", OrgUnitKind.TERRITORY, "GHT", None, since)]
+    for e, (finess, shape) in enumerate(zip(ESTABLISHMENTS, shapes, strict=False)):
+        poles, departments, units = shape
+        nodes.append(OrgUnitChange(finess, OrgUnitKind.ESTABLISHMENT, f"E{e}", "GHT", since))
+        for p in range(poles):
             pole = f"E{e}-P{p}"
-            nodes.append(OrgUnitChange(pole, OrgUnitKind.POLE, pole, finess, SINCE))
-            for d in range(3):
+            nodes.append(OrgUnitChange(pole, OrgUnitKind.POLE, pole, finess, since))
+            for d in range(departments):
                 department = f"{pole}-D{d}"
                 nodes.append(
-                    OrgUnitChange(department, OrgUnitKind.DEPARTMENT, department, pole, SINCE)
+                    OrgUnitChange(department, OrgUnitKind.DEPARTMENT, department, pole, since)
                 )
-                for u in range(4):
-                    uf = str(1000 + p * 12 + d * 4 + u)
+                for u in range(units):
+                    uf = _uf(shape, p, d, u)
                     nodes.append(
                         OrgUnitChange(
                             f"E{e}-UF{uf}",
                             OrgUnitKind.UNIT,
                             f"Unit {uf}",
                             department,
-                            SINCE,
+                            since,
                             uf=uf,
                             installed_beds=20 + u * 5,
                         )
@@ -100,9 +113,31 @@ def territory() -> list[OrgUnitChange]:
     return nodes
 
 
-def record_line(rng: random.Random, index: int, prefix: str, day: date) -> str:
-    finess = ESTABLISHMENTS[index % 4]
-    uf = str(1000 + rng.randrange(60))
+def unit_keys(shapes: Sequence[Shape] = SHAPES) -> list[tuple[str, str]]:
+    """(FINESS, UF code) of every unit of ``territory(shapes)``, as records name them."""
+    return [
+        (finess, _uf(shape, p, d, u))
+        for finess, shape in zip(ESTABLISHMENTS, shapes, strict=False)
+        for p in range(shape[0])
+        for d in range(shape[1])
+        for u in range(shape[2])
+    ]
+
+
+def record_line(
+    rng: random.Random,
+    index: int,
+    prefix: str,
+    day: date,
+    units: Sequence[tuple[str, str]] | None = None,
+) -> str:
+    """One CSV line; its unit drawn from ``units`` (FINESS, UF), else from the default
+    territory's, establishment by establishment in turn."""
+    if units is None:
+        finess = ESTABLISHMENTS[index % 4]
+        uf = str(1000 + rng.randrange(60))
+    else:
+        finess, uf = units[rng.randrange(len(units))]
     roll = rng.random()
     source_id = f"{prefix}{index:09d}"
     if roll < 0.25:
@@ -138,14 +173,25 @@ def record_line(rng: random.Random, index: int, prefix: str, day: date) -> str:
     return f"revenue,gef,{source_id},{finess},{uf},,,,,,{day},,,,,1,7311,{amount}.00"
 
 
-def write_csv(path: Path, count: int, seed: int = 4) -> None:
+def write_csv(
+    path: Path,
+    count: int,
+    seed: int = 4,
+    *,
+    start: int = 0,
+    first_month: date = FIRST_MONTH,
+    months: int = MONTHS,
+    units: Sequence[tuple[str, str]] | None = None,
+) -> None:
+    """Records ``start`` to ``start + count`` (their source ids), spread evenly over the
+    days of ``months`` months from ``first_month``."""
     rng = random.Random(seed)
-    days = [FIRST_MONTH + timedelta(days=d) for d in range(MONTHS * 365 // 12)]
+    days = [first_month + timedelta(days=d) for d in range(months * 365 // 12)]
     with path.open("w", encoding="utf-8") as out:
         out.write(",".join(CSV_FIELDS) + "\n")
         lines = []
-        for index in range(count):
-            lines.append(record_line(rng, index, "R", days[index % len(days)]))
+        for index in range(start, start + count):
+            lines.append(record_line(rng, index, "R", days[index % len(days)], units))
             if len(lines) == 50_000:
                 out.write("\n".join(lines) + "\n")
                 lines = []
@@ -179,19 +225,23 @@ def batch_records(count: int, batch: int) -> list[dict[str, object]]:
 # --------------------------------------------------------------------------------------------
 
 
-async def prepare_database(srv: Servers) -> str:
+async def prepare_database(
+    srv: Servers, name: str = DATABASE, nodes: Sequence[OrgUnitChange] | None = None
+) -> str:
+    """A fresh, migrated database ``name`` holding the territory ``nodes`` (the default
+    one when None); its URL."""
     admin = await asyncpg.connect(srv.database_url("postgres"))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = srv.database_url(DATABASE)
+    url = srv.database_url(name)
     await asyncio.to_thread(upgrade, ALEMBIC_INI, url)
     database = Database(Settings(database_url=url))
     try:
         async with database.transaction() as session:
-            for node in territory():
+            for node in territory() if nodes is None else nodes:
                 await upsert_org_unit(session, node, "bench")
     finally:
         await database.dispose()
@@ -243,6 +293,17 @@ def token(private: bytes) -> str:
     return jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": "bench"})
 
 
+def service_env(url: str, nats_url: str, public_key: str) -> dict[str, str]:
+    """activity-svc's environment: this one less any ``ACTIVITY_*``, plus the bench's."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")},
+        "ACTIVITY_DATABASE_URL": url,
+        "ACTIVITY_NATS_URL": nats_url,
+        "ACTIVITY_JWT_PUBLIC_KEY": public_key,
+        "ACTIVITY_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+
+
 async def wait_ready(client: httpx.AsyncClient, service: Component) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -269,15 +330,8 @@ async def measure(args: argparse.Namespace, srv: Servers, root: Path) -> None:
     print(f"raw COPY: {copy_s:.1f} s", flush=True)
 
     private, public = signing_material()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ACTIVITY_")},
-        "ACTIVITY_DATABASE_URL": url,
-        "ACTIVITY_NATS_URL": srv.nats_url,
-        "ACTIVITY_JWT_PUBLIC_KEY": public,
-        "ACTIVITY_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-    }
     service = Component("activity-svc", free_port(), root / "activity.log")
-    service.start("activity_svc.main:create_app", env, REPO_ROOT)
+    service.start("activity_svc.main:create_app", service_env(url, srv.nats_url, public), REPO_ROOT)
     headers = {"Authorization": f"Bearer {token(private)}"}
     try:
         async with httpx.AsyncClient(
