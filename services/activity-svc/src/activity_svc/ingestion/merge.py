@@ -286,22 +286,23 @@ def merge_statement(*, reject_file: bool) -> str:
         GROUP BY o.code
     ),
     resolved AS (
-        -- OFFSET 0 keeps each subquery from being inlined: its columns are computed once
-        -- per row, not again at each of the many places the rules read them.
-        SELECT n.*, e.code AS establishment, u.code AS unit_code, u.since AS unit_since,
-            f.err AS format_err,
-            o.occurred_on, n.unit AS uf
-        FROM ({_normalised()} OFFSET 0) n
-        LEFT JOIN org_unit e ON e.code = n.finess AND e.kind = 'establishment'
-        LEFT JOIN units u ON u.finess = n.finess AND u.uf = n.unit
-        CROSS JOIN LATERAL (SELECT {_FORMAT_RULES} AS err OFFSET 0) f
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN f.err IS NULL THEN
-                CASE WHEN n.kind = 'stay' THEN n.discharged_at::timestamptz::date
-                     ELSE n.date::date END
+        -- Each level ends with OFFSET 0, which keeps it from being inlined into the next:
+        -- its columns are computed once per row, not again at each of the many places
+        -- the rules read them.
+        SELECT v.*,
+            CASE WHEN v.format_err IS NULL THEN
+                CASE WHEN v.kind = 'stay' THEN v.discharged_at::timestamptz::date
+                     ELSE v.date::date END
             END AS occurred_on
+        FROM (
+            SELECT n.*, e.code AS establishment, u.code AS unit_code, u.since AS unit_since,
+                {_FORMAT_RULES} AS format_err, n.unit AS uf
+            FROM ({_normalised()} OFFSET 0) n
+            LEFT JOIN org_unit e ON e.code = n.finess AND e.kind = 'establishment'
+            LEFT JOIN units u ON u.finess = n.finess AND u.uf = n.unit
             OFFSET 0
-        ) o
+        ) v
+        OFFSET 0
     ),
     checked AS (
         SELECT c.*, coalesce(c.format_err, {_RANGE_RULES}) AS err FROM resolved c
