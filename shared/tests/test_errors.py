@@ -278,3 +278,29 @@ class TestLastResortAnswers:
             )
             assert streamed.status_code == 413
             assert (await client.post("/imports", json=big)).status_code == 200
+
+
+batch_router = APIRouter()
+
+
+@batch_router.post("/batches")
+async def receive_batch(beds: list[BedCreate]) -> dict[str, int]:
+    return {"received": len(beds)}
+
+
+async def test_a_route_with_its_own_body_limit_accepts_more_than_the_default_up_to_it(
+    make_settings,
+):
+    settings = await make_settings(_Settings)
+    parts = ServiceParts(
+        title="t", routers=[router, batch_router], body_limits={"/batches": 4 * 1_048_576}
+    )
+    async with running_app(create_service_app(settings, parts)) as client:
+        batch = [VALID_BED] * 30_000  # about 1.7 MB of JSON: above the default 1 MiB
+        accepted = await client.post("/batches", json=batch)
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json() == {"received": 30_000}
+        too_large = await client.post("/batches", json=batch * 3)
+        assert _problem(too_large, 413, "payload_too_large")["limit"] == 4 * 1_048_576
+        elsewhere = await client.post("/beds", json={**VALID_BED, "label": "x" * 2_000_000})
+        assert _problem(elsewhere, 413, "payload_too_large")["limit"] == 1_048_576
