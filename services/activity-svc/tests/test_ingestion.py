@@ -14,6 +14,7 @@ from activity_testing import CH_NORD, CHU
 from sqlalchemy import func, select, text
 
 from activity_svc.models import ActivityRecord, RecordImport, UnitMonth
+from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
 from ght_shared.db import Database
 
 pytestmark = pytest.mark.usefixtures("territory")
@@ -563,3 +564,33 @@ async def test_the_imports_are_listed_page_by_page(activity: httpx.AsyncClient, 
     assert len(rest.json()["items"]) == 1 and rest.json()["next_cursor"] is None
     bad = await activity.get("/imports", params={"cursor": "not-a-cursor"}, headers=headers)
     assert bad.status_code == 422
+
+
+async def test_a_record_of_a_day_its_unit_was_closed_is_rejected(
+    activity: httpx.AsyncClient, auth: Any, database: Database
+) -> None:
+    async with database.transaction() as session:
+        await upsert_org_unit(
+            session,
+            OrgUnitChange(
+                "CHU-2102",
+                OrgUnitKind.UNIT,
+                "Cardiologie HDJ",
+                "CHU-CAR",
+                date(2025, 1, 1),
+                uf="2102",
+                active=False,
+            ),
+            "test",
+        )
+    headers = auth("it_system", CHU)
+    closed = await post_records(activity, headers, [stay("S1", unit="2102")])
+    assert closed.status_code == 422, closed.text
+    assert "was closed on 2025-01-14" in closed.json()["errors"][0]["message"]
+    before = stay(
+        "S2",
+        unit="2102",
+        admitted_at="2024-12-02T09:00:00+01:00",
+        discharged_at="2024-12-05T09:00:00+01:00",
+    )
+    assert (await post_records(activity, headers, [before])).status_code == 201

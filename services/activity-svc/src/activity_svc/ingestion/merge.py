@@ -175,6 +175,8 @@ CASE
     WHEN c.occurred_on < c.unit_since
         THEN 'unit:UF ' || c.uf || ' did not exist on ' || c.occurred_on
             || ' (it exists from ' || c.unit_since || ')'
+    WHEN c.unit_closed @> c.occurred_on
+        THEN 'unit:UF ' || c.uf || ' was closed on ' || c.occurred_on
     WHEN c.kind = 'stay' AND c.admitted_at::timestamptz::date < DATE '{EARLIEST}'
         THEN 'admitted_at:is out of range ({EARLIEST} to today)'
     WHEN c.kind = 'outpatient_act' AND c.coded_on::date < c.occurred_on
@@ -280,7 +282,12 @@ def merge_statement(*, reject_file: bool) -> str:
     gate = "AND NOT EXISTS (SELECT 1 FROM errors)" if reject_file else ""
     return f"""
     WITH units AS (
-        SELECT o.code, o.finess, o.uf, min(v.valid_from) AS since
+        -- When each unit exists, and the periods it was closed (empty for most units).
+        SELECT o.code, o.finess, o.uf, min(v.valid_from) AS since,
+            coalesce(
+                range_agg(daterange(v.valid_from, v.valid_to)) FILTER (WHERE NOT v.active),
+                '{{}}'::datemultirange
+            ) AS closed
         FROM org_unit o JOIN org_unit_version v ON v.code = o.code
         WHERE o.kind = 'unit'
         GROUP BY o.code
@@ -296,6 +303,7 @@ def merge_statement(*, reject_file: bool) -> str:
             END AS occurred_on
         FROM (
             SELECT n.*, e.code AS establishment, u.code AS unit_code, u.since AS unit_since,
+                u.closed AS unit_closed,
                 {_FORMAT_RULES} AS format_err, n.unit AS uf
             FROM ({_normalised()} OFFSET 0) n
             LEFT JOIN org_unit e ON e.code = n.finess AND e.kind = 'establishment'
