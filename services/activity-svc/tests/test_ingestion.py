@@ -291,9 +291,9 @@ async def test_writing_records_needs_the_activity_write_scope(
 async def test_an_establishment_system_cannot_write_another_establishments_records(
     activity: httpx.AsyncClient, auth: Any, database: Database
 ) -> None:
-    northern = stay("N1", finess=CH_NORD, unit="3101")
+    northern = stay("N1", finess=f" {CH_NORD} ", unit="3101")  # padded: still the CH du Nord
     for path, kwargs in (
-        ("/records", {"json": {"records": [stay("S1"), northern]}}),
+        ("/records", {"json": {"records": [stay("S1"), {**northern, "finess": CH_NORD}]}}),
         (
             "/imports",
             {"content": _csv([stay("S1"), northern]), "headers": {"content-type": "text/csv"}},

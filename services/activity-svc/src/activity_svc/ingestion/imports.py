@@ -159,7 +159,12 @@ async def _asyncpg_connection(session: AsyncSession) -> asyncpg.Connection:
 
 async def _authorise(session: AsyncSession, principal: Principal) -> list[str]:
     """The establishments the import writes for; 403 if one is not the principal's."""
-    named = (await session.scalars(text(f"SELECT DISTINCT finess FROM {STAGING_TABLE}"))).all()
+    # Normalised as the merge reads it: " 420000010" is that establishment too.
+    named = (
+        await session.scalars(
+            text(f"SELECT DISTINCT nullif(btrim(finess), '') FROM {STAGING_TABLE}")
+        )
+    ).all()
     known = set(
         (
             await session.scalars(
