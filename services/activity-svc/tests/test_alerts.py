@@ -302,7 +302,7 @@ async def test_a_rule_is_created_listed_and_deleted(
     created = await activity.post("/alert-rules", json=RULE, headers=headers)
     assert created.status_code == 201, created.text
     rule = created.json()
-    assert created.headers["location"] == f"/alert-rules/{rule['id']}"
+    assert created.headers["location"] == f"alert-rules/{rule['id']}"
     assert {k: rule[k] for k in RULE} == {**RULE, "threshold_pct": 10.0}
     assert rule["active"] is True and rule["created_by"] == f"pole_manager-{CHU}"
     other = await activity.post(

@@ -10,7 +10,12 @@ from sqlalchemy import select
 
 from activity_svc.errors import InvalidInput, OrgUnitConflict
 from activity_svc.models import OrgUnitMembership
-from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
+from activity_svc.referential.tree import (
+    OrgUnitChange,
+    OrgUnitKind,
+    capacity_on,
+    upsert_org_unit,
+)
 from ght_shared.db import Database
 
 pytestmark = pytest.mark.usefixtures("territory")
@@ -132,3 +137,40 @@ async def test_a_change_breaking_a_rule_is_refused(
     with pytest.raises(error):
         async with database.transaction() as session:
             await upsert_org_unit(session, change, "test")
+
+
+async def test_a_unit_created_mid_month_counts_in_that_month_as_it_was(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await upsert_org_unit(
+            session,
+            OrgUnitChange(
+                "CHU-1199", OrgUnitKind.UNIT, "Échographie", "CHU-RAD", date(2025, 3, 15), uf="1199"
+            ),
+            "test",
+        )
+    starts = {ancestor: start for ancestor, start, _ in await _ancestors(database, "CHU-1199")}
+    assert starts == {
+        code: date(2025, 3, 1) for code in ("CHU-1199", "CHU-RAD", "CHU-IMG", CHU, "G4")
+    }
+
+
+async def test_closing_a_unit_takes_its_beds_out_of_the_capacity(database: Database) -> None:
+    closing = date(2025, 6, 1)
+    async with database.transaction() as session:
+        await upsert_org_unit(
+            session,
+            OrgUnitChange(
+                "CHU-2101",
+                OrgUnitKind.UNIT,
+                "Cardiologie HC",
+                "CHU-CAR",
+                closing,
+                uf="2101",
+                active=False,
+            ),
+            "test",
+        )
+        assert await capacity_on(session, "CHU-2101", date(2025, 5, 31)) == 30
+        assert await capacity_on(session, "CHU-2101", closing) == 0

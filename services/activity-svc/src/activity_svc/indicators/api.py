@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -42,6 +42,7 @@ from activity_svc.indicators.values import (
 )
 from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
 from activity_svc.referential.schemas import CODE_PATTERN
+from activity_svc.referential.tree import today
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
 
@@ -82,7 +83,7 @@ def _indicator(code: str) -> Indicator:
 
 
 def _this_month() -> date:
-    return first_of_month(datetime.now(UTC).date())
+    return first_of_month(today())  # the establishments' calendar, not UTC
 
 
 def _valid_on(query: _UnitRows, at: date | None) -> _UnitRows:

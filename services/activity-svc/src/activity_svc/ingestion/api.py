@@ -178,6 +178,11 @@ async def _import(
     return body
 
 
+def _spreadsheet_safe(value: str) -> str:
+    """A sender's value that a spreadsheet would run as a formula is written as text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _problem_entry(rejection: RejectionRead, file_format: ImportFormat) -> dict[str, Any]:
     if file_format is ImportFormat.JSON:
         field = f"records.{rejection.line}.{rejection.field}"
@@ -291,7 +296,7 @@ async def get_rejections(
         writer = csv.writer(out)
         writer.writerow(["line", "field", "reason", "source_id"])
         for r in rows:
-            writer.writerow([r.line, r.field, r.reason, r.source_id or ""])
+            writer.writerow([r.line, r.field, r.reason, _spreadsheet_safe(r.source_id or "")])
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",

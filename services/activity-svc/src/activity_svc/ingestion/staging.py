@@ -27,6 +27,8 @@ from activity_svc.ingestion.merge import STAGING_TABLE
 _FIELD_SET = frozenset(FIELDS)
 _MAX_HEADER_BYTES = 64 * 1024
 _ROW_COLUMNS = ["line", "parse_error", *FIELDS]
+MAX_LINE_BYTES = 1_048_576
+"""Longest NDJSON line: a record is a few hundred bytes."""
 
 
 class MalformedFile(Exception):
@@ -168,17 +170,33 @@ class NdjsonStager:
         )
 
     async def _rows(self) -> AsyncIterator[tuple[Any, ...]]:
+        # Each chunk is scanned once; a line longer than MAX_LINE_BYTES is not kept whole
+        # (a file without newlines must not fill the memory): it is a rejected row.
         line = 0
-        pending = b""
+        pending = bytearray()
+        overflow = False
         async for chunk in self.chunks:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
                 line += 1
-                if raw.strip():
-                    yield ndjson_row(line, raw)
-        if pending.strip():
-            yield ndjson_row(line + 1, pending)
+                if overflow:
+                    yield _error_row(line, f"line:is longer than {MAX_LINE_BYTES} bytes")
+                else:
+                    pending += chunk[start:end]
+                    if pending.strip():
+                        yield ndjson_row(line, bytes(pending))
+                pending.clear()
+                overflow = False
+                start = end + 1
+            if not overflow:
+                pending += chunk[start:]
+                if len(pending) > MAX_LINE_BYTES:
+                    overflow = True
+                    pending.clear()
+        if overflow:
+            yield _error_row(line + 1, f"line:is longer than {MAX_LINE_BYTES} bytes")
+        elif pending.strip():
+            yield ndjson_row(line + 1, bytes(pending))
 
 
 def ndjson_row(line: int, raw: bytes) -> tuple[Any, ...]:
@@ -200,6 +218,9 @@ def record_row(line: int, record: Mapping[str, Any]) -> tuple[Any, ...]:
             return _error_row(line, f"{str(key)[:40]}:is not a field of a record")
         if value is None:
             values[key] = None
+        elif isinstance(value, str) and "\x00" in value:
+            # PostgreSQL text cannot hold it: a rejected row, not a failed import.
+            return _error_row(line, f"{key}:contains a NUL character")
         elif isinstance(value, bool):
             values[key] = "true" if value else "false"
         elif isinstance(value, str | int | float):

@@ -225,6 +225,14 @@ async def upsert_org_unit(session: AsyncSession, change: OrgUnitChange, actor: s
         version = latest
 
     beds = None
+    if (
+        unit.kind == OrgUnitKind.UNIT
+        and not change.active
+        and change.installed_beds is None
+        and (await capacity_on(session, change.code, change.valid_from) or 0) > 0
+    ):
+        # A closed unit has no beds: they must not weigh in the occupancy rate after it.
+        changed |= await set_capacity(session, change.code, change.valid_from, 0, "referential")
     if change.installed_beds is not None:
         beds = change.installed_beds
         changed |= await set_capacity(
@@ -410,4 +418,13 @@ def membership_spans(unit: str, by_code: dict[str, list[OrgUnitVersion]]) -> lis
             merged[-1] = _Span(span.ancestor, span.depth, last.start, span.end)
         else:
             merged.append(span)
+    # "As it was" reads each month's tree on its first day. A unit created on the 15th
+    # takes records from that day: its first month counts where it was created.
+    created = min((v.valid_from for v in by_code.get(unit, ())), default=None)
+    if created is not None and created.day != 1:
+        month_start = created.replace(day=1)
+        merged = [
+            _Span(s.ancestor, s.depth, month_start, s.end) if s.start == created else s
+            for s in merged
+        ]
     return merged

@@ -199,7 +199,8 @@ async def put_target(
     )
     if result.created:
         response.status_code = 201
-        response.headers["Location"] = f"/targets/{indicator}/{org_unit}/{year}"
+        # Relative (the request's own path): it resolves behind the gateway's prefix too.
+        response.headers["Location"] = str(year)
     return result.target
 
 
@@ -241,7 +242,7 @@ async def create_alert_rule(
         RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
         principal,
     )
-    response.headers["Location"] = f"/alert-rules/{rule.id}"
+    response.headers["Location"] = f"alert-rules/{rule.id}"  # relative, as everywhere
     return rule
 
 
