@@ -25,45 +25,28 @@ CONTRACT_AMENDED = "ght.contracts.contract.amended"
 CAPACITY_CHANGED = "ght.beds.capacity.changed"
 
 
+def _event(event_type: str, subject: str, data: dict[str, Any], finess: str | None) -> Event:
+    return new_event(
+        source=SOURCE, type=event_type, subject=subject, data=data, establishment=finess
+    )
+
+
 def org_unit_upserted(data: dict[str, Any], finess: str | None) -> Event:
     """``data``: code, kind, name, parent, finess, uf, specialty, active, valid_from."""
-    return new_event(
-        source=SOURCE,
-        type=ORG_UNIT_UPSERTED,
-        subject=f"orgunit/{data['code']}",
-        data=data,
-        establishment=finess,
-    )
+    return _event(ORG_UNIT_UPSERTED, f"orgunit/{data['code']}", data, finess)
 
 
 def batch_ingested(data: dict[str, Any], finess: str | None) -> Event:
-    """``data``: batch, source, establishment(s), period, accepted, rejected."""
-    return new_event(
-        source=SOURCE,
-        type=BATCH_INGESTED,
-        subject=f"import/{data['batch']}",
-        data=data,
-        establishment=finess,
-    )
+    """``data``: batch, source(s), establishment, period, accepted, rejected, format."""
+    return _event(BATCH_INGESTED, f"import/{data['batch']}", data, finess)
 
 
 def indicator_updated(data: dict[str, Any], finess: str | None) -> Event:
     """``data``: indicator, org_unit, period, value, same_period_last_year, year_to_date..."""
-    return new_event(
-        source=SOURCE,
-        type=INDICATOR_UPDATED,
-        subject=f"indicator/{data['indicator']}/{data['org_unit']}",
-        data=data,
-        establishment=finess,
-    )
+    subject = f"indicator/{data['indicator']}/{data['org_unit']}"
+    return _event(INDICATOR_UPDATED, subject, data, finess)
 
 
 def alert_raised(data: dict[str, Any], finess: str | None) -> Event:
     """``data``: alert, rule, indicator, org_unit, period, deviation, threshold, message."""
-    return new_event(
-        source=SOURCE,
-        type=ALERT_RAISED,
-        subject=f"alert/{data['alert']}",
-        data=data,
-        establishment=finess,
-    )
+    return _event(ALERT_RAISED, f"alert/{data['alert']}", data, finess)
