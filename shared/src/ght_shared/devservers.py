@@ -575,6 +575,8 @@ class PostgresServer(_ServerProcess):
         settings = {
             "max_connections": "200",
             "shared_buffers": "128MB",
+            # activity-svc merges a large import in parts, prepared then committed.
+            "max_prepared_transactions": "64",
             "fsync": "on",
             "synchronous_commit": "on",
             "timezone": "UTC",

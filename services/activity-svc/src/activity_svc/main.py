@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 import activity_svc
@@ -9,10 +13,23 @@ from activity_svc.consumers import CONSUMERS
 from activity_svc.events import STREAM
 from activity_svc.indicators.api import router as indicators_router
 from activity_svc.ingestion.api import router as ingestion_router
+from activity_svc.ingestion.parts import recover_imports
 from activity_svc.referential.api import router as referential_router
 from activity_svc.settings import Settings
 from activity_svc.steering.api import router as steering_router
 from ght_shared.app import ServiceParts, create_service_app
+
+_log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def recover_interrupted_imports(app: FastAPI) -> AsyncIterator[None]:
+    """At start-up, settle what imports interrupted by a crash left (see ingestion.parts)."""
+    try:
+        await recover_imports(app.state.database)
+    except Exception:  # the database may be down: each import recovers again first
+        _log.exception("could not recover interrupted imports at start-up")
+    yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,5 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upload_paths=("/imports",),
             body_limits={"/records": settings.records_body_bytes},
             consumers=CONSUMERS,
+            lifespans=(recover_interrupted_imports,),
         ),
     )

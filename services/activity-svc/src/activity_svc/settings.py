@@ -28,6 +28,21 @@ class Settings(ServiceSettings):
         pattern=r"^[0-9]+(kB|MB|GB)$",
         description="PostgreSQL work_mem of an import's merge (its sort of the file's rows).",
     )
+    import_parts: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description=(
+            "Connections a large file import is merged on at once (two-phase commit keeps"
+            " it all-or-nothing; PostgreSQL needs max_prepared_transactions). About the"
+            " cores PostgreSQL can give one import; 1 merges on one connection."
+        ),
+    )
+    import_parallel_min_rows: int = Field(
+        default=50_000,
+        ge=1,
+        description="Smallest import merged in parts; a smaller one is merged on one connection.",
+    )
     local_timezone: str = Field(
         default="Europe/Paris",
         description="Time zone of date-times sent without an offset, and of a stay's dates.",

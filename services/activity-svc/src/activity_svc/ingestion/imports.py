@@ -20,7 +20,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import events
 from activity_svc.indicators.changes import publish_indicator_changes
-from activity_svc.ingestion.merge import STAGING_TABLE, MergeOutcome, merge_statement, staging_ddl
+from activity_svc.ingestion.merge import (
+    REJECTIONS_STATEMENT,
+    STAGING_TABLE,
+    MergeOutcome,
+    apply_statement,
+    part_statement,
+    shared_staging_table,
+    staging_ddl,
+    staging_part,
+)
+from activity_svc.ingestion.parts import (
+    PreparedParts,
+    drop_staging,
+    free_prepared_slots,
+    import_lock_key,
+    recover_imports,
+    run_part,
+)
 from activity_svc.ingestion.staging import MalformedFile, Stager
 from activity_svc.models import ImportRejection, OrgUnit, RecordImport
 from activity_svc.settings import Settings
@@ -53,12 +70,6 @@ class ImportRequest:
     filename: str | None = None
 
 
-_MERGES = {
-    flag: merge_statement(reject_file=flag).replace(":import_id", "$1").replace(":now", "$2")
-    for flag in (True, False)
-}
-
-
 async def run_import(
     database: Database,
     settings: Settings,
@@ -71,6 +82,10 @@ async def run_import(
     Raises :class:`Forbidden` (nothing written) when a row belongs to an establishment
     the principal does not act for. A structurally broken file is recorded as a
     rejected import (its report says where it broke).
+
+    A file is staged in a table of its own, so that a large one can be merged in parts
+    on several connections (see :mod:`activity_svc.ingestion.parts`); a JSON batch is
+    staged in a temporary table and merged on the import's own connection.
     """
     import_id = uuid.uuid4()
     started = time.perf_counter()
@@ -90,25 +105,60 @@ async def run_import(
         months=[],
         created_at=now,
     )
+    shared = request.format is not ImportFormat.JSON and settings.import_parts > 1
+    staging = shared_staging_table(import_id) if shared else STAGING_TABLE
+    reject_file = request.on_error is OnError.REJECT_FILE
+    timeout = settings.import_statement_timeout_s
+    parts = PreparedParts(database, import_id)
     try:
         async with database.transaction() as session:
             await _prepare(session, settings)
             connection = await _asyncpg_connection(session)
-            await stager.copy_into(connection, settings.import_statement_timeout_s)
+            # Held until this transaction ends: recovery leaves a running import alone.
+            await _advisory_lock(session, import_lock_key(import_id))
+            if shared:
+                await recover_imports(database)
+                rows = await _stage_shared(database, settings, stager, staging)
+            else:
+                await connection.execute(staging_ddl())
+                rows = await stager.copy_into(connection, staging, timeout)
             staged = time.perf_counter()
-            establishments = await _authorise(session, principal)
-            await _lock(session, establishments)
+            establishments = await _authorise(session, principal, staging)
+            for finess in establishments:
+                # Imports of one establishment merge one after the other, so that the
+                # figures each publishes include everything committed before it.
+                # Sorted: no deadlock between two.
+                await _advisory_lock(session, f"activity-merge:{finess}")
             session.add(report)
             await session.flush()
-            # Straight through asyncpg: the pool's command timeout is for requests; an
-            # import has its own (the server-side statement_timeout is set to match).
-            row = await connection.fetchrow(
-                _MERGES[request.on_error is OnError.REJECT_FILE],
-                import_id,
-                now,
-                timeout=settings.import_statement_timeout_s,
+            count = settings.import_parts if shared else 1
+            if rows < settings.import_parallel_min_rows or (
+                count > 1 and await free_prepared_slots(connection) < count
+            ):
+                count = 1
+            statements = [
+                part_statement(
+                    staging_part(staging, part) if count > 1 else staging, reject_file=reject_file
+                )
+                for part in range(count)
+            ]
+            if count == 1:
+                # Straight through asyncpg: the pool's command timeout is for requests;
+                # an import has its own (the server-side statement_timeout matches it).
+                outcomes = [await run_part(connection, statements[0], (import_id, now), timeout)]
+            else:
+                outcomes = await parts.merge(
+                    statements, "; ".join(_session_settings(settings)), (import_id, now), timeout
+                )
+            await connection.execute(
+                REJECTIONS_STATEMENT, import_id, [o.rejections for o in outcomes]
             )
-            outcome = MergeOutcome.from_row(row)
+            applied = None
+            if not (reject_file and any(o.rejected for o in outcomes)):
+                applied = await connection.fetchval(
+                    APPLY_STATEMENT, [o.deltas for o in outcomes], now, timeout=timeout
+                )
+            outcome = MergeOutcome.of(outcomes, applied)
             merged = time.perf_counter()
             _fill_report(report, outcome, request.on_error, started)
             if report.status != "rejected":
@@ -118,6 +168,7 @@ async def run_import(
                 extra={
                     "import_id": str(import_id),
                     "rows": outcome.received,
+                    "parts": count,
                     "stage_ms": round((staged - started) * 1000),
                     "merge_ms": round((merged - staged) * 1000),
                     "publish_ms": round((time.perf_counter() - merged) * 1000),
@@ -138,16 +189,43 @@ async def run_import(
             )
     except MalformedFile as broken:
         return await _record_malformed(database, report, broken, started)
+    finally:
+        # The report is committed or not: the parts follow it.
+        try:
+            await parts.settle()
+        except Exception:
+            _log.exception("import parts left to recovery", extra={"import_id": str(import_id)})
+        if shared:
+            await drop_staging(database, staging)
     return report
 
 
-async def _prepare(session: AsyncSession, settings: Settings) -> None:
-    # SET LOCAL does not take bind parameters; the values are validated settings.
-    await session.execute(text(f"SET LOCAL TimeZone = '{settings.local_timezone}'"))
+APPLY_STATEMENT = apply_statement()
+
+
+def _session_settings(settings: Settings) -> list[str]:
+    # SET LOCAL takes no bind parameters; the values are validated settings.
     timeout_ms = int(settings.import_statement_timeout_s * 1000)
-    await session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-    await session.execute(text(f"SET LOCAL work_mem = '{settings.import_work_mem}'"))
-    await session.execute(text(staging_ddl()))
+    return [
+        f"SET LOCAL TimeZone = '{settings.local_timezone}'",
+        f"SET LOCAL statement_timeout = {timeout_ms}",
+        f"SET LOCAL work_mem = '{settings.import_work_mem}'",
+    ]
+
+
+async def _prepare(session: AsyncSession, settings: Settings) -> None:
+    """Begin the session's transaction with the import's settings."""
+    for statement in _session_settings(settings):
+        await session.execute(text(statement))
+
+
+async def _stage_shared(database: Database, settings: Settings, stager: Stager, table: str) -> int:
+    """Stage the rows in ``table`` (split in parts), committed for the parts to read."""
+    async with database.transaction() as session:
+        await _prepare(session, settings)
+        connection = await _asyncpg_connection(session)
+        await connection.execute(staging_ddl(table, parts=settings.import_parts))
+        return await stager.copy_into(connection, table, settings.import_statement_timeout_s)
 
 
 async def _asyncpg_connection(session: AsyncSession) -> asyncpg.Connection:
@@ -157,13 +235,11 @@ async def _asyncpg_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
-async def _authorise(session: AsyncSession, principal: Principal) -> list[str]:
+async def _authorise(session: AsyncSession, principal: Principal, staging: str) -> list[str]:
     """The establishments the import writes for; 403 if one is not the principal's."""
     # Normalised as the merge reads it: " 420000010" is that establishment too.
     named = (
-        await session.scalars(
-            text(f"SELECT DISTINCT nullif(btrim(finess), '') FROM {STAGING_TABLE}")
-        )
+        await session.scalars(text(f"SELECT DISTINCT nullif(btrim(finess), '') FROM {staging}"))
     ).all()
     known = set(
         (
@@ -184,14 +260,10 @@ async def _authorise(session: AsyncSession, principal: Principal) -> list[str]:
     return sorted(known)
 
 
-async def _lock(session: AsyncSession, establishments: list[str]) -> None:
-    # Imports of one establishment merge one after the other, so that the figures each
-    # publishes include everything committed before it. Sorted: no deadlock between two.
-    for finess in establishments:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"activity-merge:{finess}"},
-        )
+async def _advisory_lock(session: AsyncSession, key: str) -> None:
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+    )
 
 
 def _fill_report(

@@ -22,7 +22,6 @@ import orjson
 
 from activity_svc.errors import InvalidInput
 from activity_svc.ingestion.fields import FIELDS, IDENTITY_FIELDS
-from activity_svc.ingestion.merge import STAGING_TABLE
 
 _FIELD_SET = frozenset(FIELDS)
 _MAX_HEADER_BYTES = 64 * 1024
@@ -41,7 +40,9 @@ class MalformedFile(Exception):
 
 
 class Stager(Protocol):
-    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None: ...
+    async def copy_into(self, conn: asyncpg.Connection, table: str, timeout: float) -> int:
+        """Copy the rows into the staging ``table``; return how many."""
+        ...
 
 
 async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -67,7 +68,7 @@ class CsvStager:
 
     chunks: AsyncIterator[bytes]
 
-    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None:
+    async def copy_into(self, conn: asyncpg.Connection, table: str, timeout: float) -> int:
         head = b""
         async for chunk in self.chunks:
             head += chunk
@@ -76,8 +77,8 @@ class CsvStager:
         header_line, _, _ = head.partition(b"\n")
         columns, delimiter = parse_header(header_line)
         try:
-            await conn.copy_to_table(
-                STAGING_TABLE,
+            status = await conn.copy_to_table(
+                table,
                 source=_prepend(head, self.chunks),
                 columns=columns,
                 format="csv",
@@ -88,6 +89,7 @@ class CsvStager:
             )
         except (asyncpg.DataError, asyncpg.exceptions.ProgramLimitExceededError) as exc:
             raise MalformedFile(_copy_message(exc), _copy_line(exc)) from exc
+        return _copied(status)
 
 
 def parse_header(raw: bytes) -> tuple[list[str], str]:
@@ -164,9 +166,11 @@ class NdjsonStager:
 
     chunks: AsyncIterator[bytes]
 
-    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None:
-        await conn.copy_records_to_table(
-            STAGING_TABLE, records=self._rows(), columns=_ROW_COLUMNS, timeout=timeout
+    async def copy_into(self, conn: asyncpg.Connection, table: str, timeout: float) -> int:
+        return _copied(
+            await conn.copy_records_to_table(
+                table, records=self._rows(), columns=_ROW_COLUMNS, timeout=timeout
+            )
         )
 
     async def _rows(self) -> AsyncIterator[tuple[Any, ...]]:
@@ -240,8 +244,15 @@ class RecordsStager:
 
     records: Iterable[Mapping[str, Any]]
 
-    async def copy_into(self, conn: asyncpg.Connection, timeout: float) -> None:
+    async def copy_into(self, conn: asyncpg.Connection, table: str, timeout: float) -> int:
         rows = [record_row(index, record) for index, record in enumerate(self.records)]
-        await conn.copy_records_to_table(
-            STAGING_TABLE, records=rows, columns=_ROW_COLUMNS, timeout=timeout
+        return _copied(
+            await conn.copy_records_to_table(
+                table, records=rows, columns=_ROW_COLUMNS, timeout=timeout
+            )
         )
+
+
+def _copied(status: str) -> int:
+    """The row count of a ``COPY n`` command status."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -1,0 +1,201 @@
+"""Merging a large import on several connections at once, still all-or-nothing.
+
+PostgreSQL runs a data-modifying statement on one core, so a big import's merge is
+split into parts (by a hash of ``source_id``, see ``merge.part_statement``), each run on
+its own connection and left *prepared* (``PREPARE TRANSACTION``). The import's own
+transaction then stores its report; its commit is the decision. Every part is then
+committed (``COMMIT PREPARED``) or, for a rejected import, rolled back.
+
+Should the process die in between, :func:`recover_imports` (at start-up and before each
+import) settles the parts it left as its committed report says: parts of a completed
+import are committed, any other is rolled back; it also drops the staging tables nobody
+uses any more. While an import runs, its own transaction holds the import's advisory
+lock, which keeps recovery away from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from sqlalchemy import text
+
+from activity_svc.ingestion.merge import PartOutcome, import_of_staging_table
+from ght_shared.db import Database
+
+_log = logging.getLogger(__name__)
+
+GID_PREFIX = "activity-import:"
+"""Global id of a prepared part: ``activity-import:<import id>:<part>``."""
+_SETTLED = ("completed", "completed_with_rejections")
+
+
+def import_lock_key(import_id: uuid.UUID) -> str:
+    """The advisory lock an import's transaction holds while it runs."""
+    return f"activity-import:{import_id}"
+
+
+@contextlib.asynccontextmanager
+async def _raw_connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    async with database.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        yield raw.driver_connection
+
+
+async def run_part(
+    raw: asyncpg.Connection, statement: str, args: Sequence[object], timeout: float
+) -> PartOutcome:
+    """Run a part's statement in the connection's transaction."""
+    row = await raw.fetchrow(statement, *args, timeout=timeout)
+    assert row is not None
+    return PartOutcome.from_row(row)
+
+
+@dataclass
+class PreparedParts:
+    """The prepared parts of one import."""
+
+    database: Database
+    import_id: uuid.UUID
+    gids: list[str] = field(default_factory=list)
+
+    async def merge(
+        self,
+        statements: Sequence[str],
+        setup: str,
+        args: Sequence[object],
+        timeout: float,
+    ) -> list[PartOutcome]:
+        """Run each part's statement on its own connection, at once, and prepare it.
+
+        If a part fails, the error is raised once every part has ended; the parts
+        already prepared are left to :meth:`settle`.
+        """
+        results = await asyncio.gather(
+            *(
+                self._merge_part(index, statement, setup, args, timeout)
+                for index, statement in enumerate(statements)
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, PartOutcome)]
+
+    async def _merge_part(
+        self,
+        index: int,
+        statement: str,
+        setup: str,
+        args: Sequence[object],
+        timeout: float,
+    ) -> PartOutcome:
+        gid = f"{GID_PREFIX}{self.import_id}:{index}"
+        async with _raw_connection(self.database) as raw:
+            await raw.execute("BEGIN")
+            try:
+                await raw.execute(setup)
+                outcome = await run_part(raw, statement, args, timeout)
+                # Known before PREPARE: a part prepared by a call that then failed is
+                # still settled (a gid that was never prepared is skipped).
+                self.gids.append(gid)
+                await raw.execute(f"PREPARE TRANSACTION '{gid}'")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await raw.execute("ROLLBACK")
+                raise
+        return outcome
+
+    async def settle(self) -> None:
+        """Commit or roll back the prepared parts, as the import's committed report says
+        (no report, or a rejected one: rolled back). A part this cannot reach is left to
+        :func:`recover_imports`."""
+        gids, self.gids = self.gids, []
+        if not gids:
+            return
+        async with _raw_connection(self.database) as raw:
+            await _settle(raw, self.import_id, gids)
+
+
+async def _settle(raw: asyncpg.Connection, import_id: uuid.UUID, gids: Sequence[str]) -> None:
+    status = await raw.fetchval("SELECT status FROM record_import WHERE id = $1", import_id)
+    verb = "COMMIT" if status in _SETTLED else "ROLLBACK"
+    for gid in gids:
+        # A gid never prepared, or settled meanwhile by recovery, is not there.
+        with contextlib.suppress(asyncpg.UndefinedObjectError):
+            await raw.execute(f"{verb} PREPARED '{gid}'")
+    _log.debug("import parts settled", extra={"import_id": str(import_id), "verb": verb})
+
+
+async def free_prepared_slots(connection: asyncpg.Connection) -> int:
+    """How many more transactions the server can hold prepared (0 when it allows none)."""
+    free: int = await connection.fetchval(
+        "SELECT current_setting('max_prepared_transactions')::int"
+        " - (SELECT count(*) FROM pg_prepared_xacts)"
+    )
+    return free
+
+
+async def recover_imports(database: Database) -> int:
+    """Settle the prepared parts and drop the staging tables of imports that no longer
+    run (their process died); return how many imports were recovered."""
+    async with _raw_connection(database) as raw:
+        prepared = await raw.fetch(
+            "SELECT gid FROM pg_prepared_xacts"
+            " WHERE database = current_database() AND starts_with(gid, $1)",
+            GID_PREFIX,
+        )
+        tables = await raw.fetch(
+            "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND NOT relispartition"
+            " AND relnamespace = to_regnamespace(current_schema())"
+            " AND starts_with(relname::text, 'import_staging_')"
+        )
+        gids: dict[uuid.UUID, list[str]] = {}
+        for row in prepared:
+            import_id = _import_of_gid(row["gid"])
+            if import_id is not None:
+                gids.setdefault(import_id, []).append(row["gid"])
+        staging = {
+            import_id: row["relname"]
+            for row in tables
+            if (import_id := import_of_staging_table(row["relname"])) is not None
+        }
+        recovered = 0
+        for import_id in sorted(gids.keys() | staging.keys()):
+            key = await raw.fetchval("SELECT hashtextextended($1, 0)", import_lock_key(import_id))
+            if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                continue  # still running
+            try:
+                await _settle(raw, import_id, gids.get(import_id, []))
+                if import_id in staging:
+                    await raw.execute(f"DROP TABLE IF EXISTS {staging[import_id]}")
+                recovered += 1
+            finally:
+                await raw.execute("SELECT pg_advisory_unlock($1)", key)
+        if recovered:
+            _log.warning("recovered interrupted imports", extra={"imports": recovered})
+        return recovered
+
+
+async def drop_staging(database: Database, table: str) -> None:
+    """Drop a shared staging table; if it cannot be now, recovery will."""
+    try:
+        async with database.transaction() as session:
+            await session.execute(text("SET LOCAL lock_timeout = '5s'"))
+            await session.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    except Exception:
+        _log.exception("could not drop the staging table %s", table)
+
+
+def _import_of_gid(gid: str) -> uuid.UUID | None:
+    import_id, _, _ = gid.removeprefix(GID_PREFIX).partition(":")
+    try:
+        return uuid.UUID(import_id)
+    except ValueError:
+        return None
