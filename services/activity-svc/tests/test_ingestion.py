@@ -147,7 +147,7 @@ async def test_the_last_occurrence_of_a_record_repeated_in_one_batch_wins(
     assert response.status_code == 201
     assert "repeated" in response.json()["detail"]
     async with database.transaction() as session:
-        stored = await session.get(ActivityRecord, (CHU, "pmsi-chu", "S1"))
+        stored = await session.get(ActivityRecord, ("S1", CHU, "pmsi-chu"))
     assert stored is not None and stored.severity == 4
     cardiology = await unit_month(database, "CHU-2101", JAN)
     assert cardiology is not None and cardiology.stays_full == 1

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    PrimaryKeyConstraint,
     SmallInteger,
     Text,
     UniqueConstraint,
@@ -144,12 +145,15 @@ class ActivityRecord(Base):
             name="activity_record_kind",
         ),
         Index("activity_record_unit_month", "unit", "month"),
+        # source_id first: an import's merge sorts its rows in this order (see
+        # ingestion.merge), which is fast on source_ids and writes each page once.
+        PrimaryKeyConstraint("source_id", "finess", "source", name="activity_record_pkey"),
     )
 
-    finess: Mapped[str] = mapped_column(Text, primary_key=True)
+    finess: Mapped[str] = mapped_column(Text)
     """The establishment: a record's key is within it, so no system reaches another's."""
-    source: Mapped[str] = mapped_column(Text, primary_key=True)
-    source_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    source_id: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(Text)
     unit: Mapped[str] = mapped_column(Text)
     """The org unit code of the record's unit (resolved from its FINESS and UF code)."""

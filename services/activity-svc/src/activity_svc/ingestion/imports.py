@@ -225,7 +225,13 @@ async def _stage_shared(database: Database, settings: Settings, stager: Stager, 
         await _prepare(session, settings)
         connection = await _asyncpg_connection(session)
         await connection.execute(staging_ddl(table, parts=settings.import_parts))
-        return await stager.copy_into(connection, table, settings.import_statement_timeout_s)
+        rows = await stager.copy_into(connection, table, settings.import_statement_timeout_s)
+        if rows >= settings.import_parallel_min_rows:
+            # Rough statistics (a small sample), so that the parts' plans know the size of
+            # what they merge: without them, the units are joined by nested loops.
+            parts = ", ".join(staging_part(table, part) for part in range(settings.import_parts))
+            await connection.execute(f"SET LOCAL default_statistics_target = 10; ANALYZE {parts}")
+        return rows
 
 
 async def _asyncpg_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -387,11 +387,14 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         WHERE c.err IS NOT NULL
     ),
     deduped AS MATERIALIZED (
-        SELECT DISTINCT ON (c.finess, c.source, c.source_id) c.source, c.source_id,
+        -- In the primary key's order, source_id first: the upsert then writes each index
+        -- page once for all its new keys, and the sort compares the leading bytes of
+        -- the source_ids (abbreviated keys) instead of whole texts.
+        SELECT DISTINCT ON (c.source_id, c.finess, c.source) c.source, c.source_id,
             {typed}
         FROM checked c
         WHERE c.err IS NULL {gate}
-        ORDER BY c.finess, c.source, c.source_id, c.line DESC
+        ORDER BY c.source_id, c.finess, c.source, c.line DESC
     ),
     merged AS (
         INSERT INTO activity_record AS r ({insert_columns})
