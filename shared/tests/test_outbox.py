@@ -9,6 +9,7 @@ import nats
 import pytest
 
 from ght_shared.db import Database
+from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
 from ght_shared.outbox import OutboxRelay, add_event, add_events
 from ght_shared.streams import STREAMS, ensure_stream
@@ -71,6 +72,48 @@ async def test_each_aggregate_gets_its_own_gapless_sequence(probe_settings):
         ("bed/1", 2),
         ("bed/1", 3),
     ]
+
+
+async def test_a_batch_is_stored_in_its_order_with_payloads_that_decode_to_the_stored_events(
+    probe_settings,
+):
+    database = Database(probe_settings)
+    probe = EffectProbe()
+    events = [probe.event(f"bed/{n % 7}", n) for n in range(2800)]
+    async with database.transaction() as session:
+        stored = await add_events(session, events)
+    await database.dispose()
+    conn = await asyncpg.connect(plain_url(probe_settings.database_url))
+    try:
+        rows = await conn.fetch("SELECT * FROM outbox ORDER BY id")
+    finally:
+        await conn.close()
+    assert [r["event_id"] for r in rows] == [e.id for e in events]
+    assert [Event.from_bytes(r["payload"]) for r in rows] == stored
+    assert [e.sequence for e in stored if e.subject == "bed/3"] == list(range(1, 401))
+    assert all(e.sequence == 0 for e in events)  # the caller's events are left as they were
+    row, event = rows[0], stored[0]
+    assert (row["event_type"], row["subject"], row["aggregate"]) == (
+        event.type,
+        event.nats_subject,
+        event.subject,
+    )
+    assert row["created_at"] == event.time
+    assert (row["published_at"], row["attempts"], row["last_error"]) == (None, 0, None)
+
+
+async def test_a_rolled_back_batch_leaves_neither_events_nor_sequence_numbers(probe_settings):
+    database = Database(probe_settings)
+    probe = EffectProbe()
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            await add_events(session, [probe.event(f"bed/{n % 3}", n) for n in range(300)])
+            raise RuntimeError("the business change failed")
+    async with database.transaction() as session:
+        (stored,) = await add_events(session, [probe.event("bed/1")])
+    await database.dispose()
+    assert [r["aggregate"] for r in await _outbox_rows(probe_settings)] == ["bed/1"]
+    assert stored.sequence == 1
 
 
 async def test_the_relay_publishes_in_order_with_the_event_id_as_message_id(probe_settings):

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -71,3 +73,14 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
 """The request's session; inject it into endpoints as ``session: SessionDep``."""
+
+
+async def driver_connection(on: AsyncSession | AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a session's (or a connection's), for what SQLAlchemy
+    does not offer (``COPY``, a statement with its own timeout). Work done on it is in
+    the session's transaction once that has begun (SQLAlchemy begins it lazily, at its
+    first statement)."""
+    connection = await on.connection() if isinstance(on, AsyncSession) else on
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver

@@ -51,7 +51,18 @@ class Event(BaseModel):
         return nats_subject_of(self.type)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        """The event as JSON without its null attributes, as ``model_dump(mode="json")`` has it."""
+        attributes = {**self.__dict__, **(self.__pydantic_extra__ or {})}
+        try:
+            # orjson writes datetimes and UUIDs as pydantic does (UTC as "Z"), in a
+            # fraction of the time pydantic takes to convert them first.
+            return orjson.dumps(
+                {name: value for name, value in attributes.items() if value is not None},
+                option=orjson.OPT_UTC_Z,
+            )
+        except orjson.JSONEncodeError:
+            # ``data`` holds what orjson does not write (a Decimal, a set, a non-str key...).
+            return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Event:

@@ -14,16 +14,17 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ght_shared import tables
+from ght_shared.db import driver_connection
 from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics
@@ -46,6 +47,9 @@ _NEXT_SEQUENCES = text(
 )
 
 
+_OUTBOX_COLUMNS = ("event_id", "event_type", "subject", "aggregate", "payload", "created_at")
+
+
 async def add_events(session: AsyncSession, events: Sequence[Event]) -> list[Event]:
     """Store ``events`` in the outbox within the session's transaction.
 
@@ -54,31 +58,35 @@ async def add_events(session: AsyncSession, events: Sequence[Event]) -> list[Eve
     """
     if not events:
         return []
-    counts: dict[str, int] = {}
-    for event in events:
-        counts[event.subject] = counts.get(event.subject, 0) + 1
+    counts = Counter(event.subject for event in events)
     result = await session.execute(
         _NEXT_SEQUENCES, {"aggregates": list(counts), "counts": list(counts.values())}
     )
     next_seq = {agg: last - counts[agg] + 1 for agg, last in result.all()}
     stored: list[Event] = []
-    rows: list[dict[str, Any]] = []
-    for event in events:
-        sequenced = event.model_copy(update={"sequence": next_seq[event.subject]})
-        next_seq[event.subject] += 1
-        stored.append(sequenced)
-        rows.append(
-            {
-                "event_id": sequenced.id,
-                "event_type": sequenced.type,
-                "subject": sequenced.nats_subject,
-                "aggregate": sequenced.subject,
-                "payload": sequenced.to_bytes(),
-                "created_at": sequenced.time,
-                "attempts": 0,
-            }
-        )
-    await session.execute(insert(tables.outbox), rows)
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        # Built as COPY streams them in chunks: the database stores the previous chunk meanwhile.
+        for event in events:
+            sequenced = event.model_copy(update={"sequence": next_seq[event.subject]})
+            next_seq[event.subject] += 1
+            stored.append(sequenced)
+            yield (
+                sequenced.id,
+                sequenced.type,
+                sequenced.nats_subject,
+                sequenced.subject,
+                sequenced.to_bytes(),
+                sequenced.time,
+            )
+
+    # COPY rather than a many-row INSERT (several times faster), on the session's connection
+    # and so in its transaction, begun by the statement above. COPY keeps the given order
+    # (the relay publishes in id order) and fires the NOTIFY trigger once.
+    connection = await driver_connection(session)
+    await connection.copy_records_to_table(
+        tables.outbox.name, columns=_OUTBOX_COLUMNS, records=rows()
+    )
     return stored
 
 

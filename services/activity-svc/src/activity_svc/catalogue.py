@@ -33,11 +33,16 @@ class Measure:
     value: str = "1"
     description: str = ""
 
-    def sql(self, alias: str = "r") -> str:
-        """The record's contribution to this measure, as a SQL expression over ``alias``."""
+    def sum_sql(self, alias: str = "r", weight: str = "1") -> str:
+        """This measure over the records ``alias`` (each counted ``weight`` times), as a SQL
+        aggregate. A ``FILTER``, not a ``CASE``: a record of another kind costs one test,
+        not an addition of zero (most records count in a few of the measures only)."""
         condition = self.condition.replace("{r}", alias)
         value = self.value.replace("{r}", alias)
-        return f"CASE WHEN {alias}.kind = '{self.kind}' AND ({condition}) THEN {value} ELSE 0 END"
+        return (
+            f"coalesce(sum({weight} * ({value}))"
+            f" FILTER (WHERE {alias}.kind = '{self.kind}' AND ({condition})), 0)"
+        )
 
 
 # Upper bounds (days, inclusive) of the coding-delay histogram buckets; the last is open.

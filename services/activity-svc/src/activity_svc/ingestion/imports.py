@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,7 +42,7 @@ from activity_svc.models import ImportRejection, OrgUnit, RecordImport
 from activity_svc.settings import Settings
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
-from ght_shared.db import Database
+from ght_shared.db import Database, driver_connection
 from ght_shared.errors import Forbidden
 from ght_shared.outbox import add_events
 
@@ -113,7 +112,7 @@ async def run_import(
     try:
         async with database.transaction() as session:
             await _prepare(session, settings)
-            connection = await _asyncpg_connection(session)
+            connection = await driver_connection(session)
             # Held until this transaction ends: recovery leaves a running import alone.
             await _advisory_lock(session, import_lock_key(import_id))
             if shared:
@@ -223,7 +222,7 @@ async def _stage_shared(database: Database, settings: Settings, stager: Stager, 
     """Stage the rows in ``table`` (split in parts), committed for the parts to read."""
     async with database.transaction() as session:
         await _prepare(session, settings)
-        connection = await _asyncpg_connection(session)
+        connection = await driver_connection(session)
         await connection.execute(staging_ddl(table, parts=settings.import_parts))
         rows = await stager.copy_into(connection, table, settings.import_statement_timeout_s)
         if rows >= settings.import_parallel_min_rows:
@@ -232,13 +231,6 @@ async def _stage_shared(database: Database, settings: Settings, stager: Stager, 
             parts = ", ".join(staging_part(table, part) for part in range(settings.import_parts))
             await connection.execute(f"SET LOCAL default_statistics_target = 10; ANALYZE {parts}")
         return rows
-
-
-async def _asyncpg_connection(session: AsyncSession) -> asyncpg.Connection:
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    return driver
 
 
 async def _authorise(session: AsyncSession, principal: Principal, staging: str) -> list[str]:

@@ -344,7 +344,7 @@ def part_statement(source: str, *, reject_file: bool) -> str:
     old_rows = ", ".join(
         [f"m.o_{n} AS {n}" for n in ("unit", "month", *_MEASURE_INPUTS)] + ["-1 AS sign"]
     )
-    sums = ",\n            ".join(f"sum(d.sign * ({m.sql('d')})) AS {m.name}" for m in MEASURES)
+    sums = ",\n            ".join(f"{m.sum_sql('d', 'd.sign')} AS {m.name}" for m in MEASURES)
     gate = "AND NOT EXISTS (SELECT 1 FROM errors)" if reject_file else ""
     return f"""
     WITH units AS (

@@ -26,7 +26,7 @@ import asyncpg
 from sqlalchemy import text
 
 from activity_svc.ingestion.merge import PartOutcome, import_of_staging_table
-from ght_shared.db import Database
+from ght_shared.db import Database, driver_connection
 
 _log = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ def import_lock_key(import_id: uuid.UUID) -> str:
 @contextlib.asynccontextmanager
 async def _raw_connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
     async with database.engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection
+        yield await driver_connection(connection)
 
 
 async def run_part(
