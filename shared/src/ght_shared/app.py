@@ -8,6 +8,7 @@ consumers) so that a service's ``main.py`` only names its own parts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -208,9 +209,20 @@ class RequestContextMiddleware:
             traceparent_var.reset(tp_token)
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The collector's thresholds in a service process (Python's are 700, 10, 10).
+
+A request or an import that builds many objects (40 000 events at the end of a large
+import: 1.1 s with Python's thresholds, 0.67 s with these) otherwise triggers full
+collections of the whole heap again and again, all its long-lived objects included.
+Collecting after every 50 000 allocations instead of 700 keeps memory bounded all
+the same."""
+
+
 def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAPI:
     """Build the FastAPI app of one deployable from its settings and its parts."""
     configure_logging(settings.service_name, settings.log_level)
+    gc.set_threshold(*GC_THRESHOLDS)
     metrics = ServiceMetrics(settings.service_name)
 
     @asynccontextmanager
