@@ -1,8 +1,10 @@
-"""Running one import: stage, authorise, validate and merge, record, publish; in one transaction.
+"""Running one import: stage, authorise, validate and merge, record, publish.
 
 Either the whole import commits (records, monthly measures, the import's report and
 its events together) or nothing does, except the report of a rejected import, which is
-kept so that ``GET /imports/{id}`` can explain the rejection.
+kept so that ``GET /imports/{id}`` can explain the rejection. A large file is merged in
+parts on several connections, whose prepared transactions follow the import's own
+(``ingestion.parts``, ADR 0011).
 """
 
 from __future__ import annotations

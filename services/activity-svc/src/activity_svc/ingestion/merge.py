@@ -1,20 +1,26 @@
-"""Set-wise validation and merge of a staged import, in one SQL statement.
+"""Set-wise validation and merge of a staged import: the SQL statements.
 
-The rows of an import sit in a temporary staging table, every field as text (so a bad
-value is a rejected row with its reason, not a failed ``COPY``). One statement then:
+The rows of an import sit in a staging table, every field as text (so a bad value is a
+rejected row with its reason, not a failed ``COPY``); a large file's staging table is
+split into parts by ``source_id``. For the whole table or each part,
+:func:`part_statement` then:
 
 1. checks every row (first failed rule per row: field and reason) and resolves its
    establishment and UF code to the unit's org code;
-2. stores the rejected rows (the first ``MAX_STORED_REJECTIONS``);
-3. upserts the valid rows into ``activity_record`` by ``(finess, source, source_id)`` (the
-   last occurrence in the file wins), skipping those identical to what is stored, and gets
-   back each replaced row's previous values (PostgreSQL 18 ``RETURNING old``);
-4. adds to ``unit_month`` the new contributions minus the replaced ones, so the monthly
-   measures stay exact without any rebuild, and reports which unit-months and measures
-   changed.
+2. returns the first ``MAX_STORED_REJECTIONS`` rejected rows (by line);
+3. upserts the valid rows into ``activity_record`` by ``(source_id, finess, source)`` (the
+   last occurrence in the file wins), skipping those identical to what is stored, and
+   gets back each replaced row's previous values (PostgreSQL 18 ``RETURNING old``);
+4. returns its contribution to ``unit_month``: the new contributions minus the replaced
+   ones, per unit and month.
 
-With ``reject_file`` nothing is merged when any row is rejected (an init-plan checked
-once, before the first row is written).
+:data:`REJECTIONS_STATEMENT` stores the parts' rejections and :func:`apply_statement` adds
+their contributions to ``unit_month``, once for the import, so the monthly measures stay
+exact without any rebuild; it reports which unit-months and measures changed.
+
+With ``reject_file`` a part merges nothing when any of its rows is rejected (an
+init-plan checked once, before the first row is written); the import rolls back the
+parts that merged when another part rejected a row (``ingestion.parts``).
 """
 
 from __future__ import annotations
