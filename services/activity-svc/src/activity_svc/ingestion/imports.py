@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
+import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,7 +110,6 @@ async def run_import(
     shared = request.format is not ImportFormat.JSON and settings.import_parts > 1
     staging = shared_staging_table(import_id) if shared else STAGING_TABLE
     reject_file = request.on_error is OnError.REJECT_FILE
-    timeout = settings.import_statement_timeout_s
     parts = PreparedParts(database, import_id)
     try:
         async with database.transaction() as session:
@@ -117,12 +117,7 @@ async def run_import(
             connection = await driver_connection(session)
             # Held until this transaction ends: recovery leaves a running import alone.
             await _advisory_lock(session, import_lock_key(import_id))
-            if shared:
-                await recover_imports(database)
-                rows = await _stage_shared(database, settings, stager, staging)
-            else:
-                await connection.execute(staging_ddl())
-                rows = await stager.copy_into(connection, staging, timeout)
+            rows = await _stage(database, settings, connection, stager, staging, shared)
             staged = time.perf_counter()
             establishments = await _authorise(session, principal, staging)
             for finess in establishments:
@@ -132,34 +127,10 @@ async def run_import(
                 await _advisory_lock(session, f"activity-merge:{finess}")
             session.add(report)
             await session.flush()
-            count = settings.import_parts if shared else 1
-            if rows < settings.import_parallel_min_rows or (
-                count > 1 and await free_prepared_slots(connection) < count
-            ):
-                count = 1
-            statements = [
-                part_statement(
-                    staging_part(staging, part) if count > 1 else staging, reject_file=reject_file
-                )
-                for part in range(count)
-            ]
-            if count == 1:
-                # Straight through asyncpg: the pool's command timeout is for requests;
-                # an import has its own (the server-side statement_timeout matches it).
-                outcomes = [await run_part(connection, statements[0], (import_id, now), timeout)]
-            else:
-                outcomes = await parts.merge(
-                    statements, "; ".join(_session_settings(settings)), (import_id, now), timeout
-                )
-            await connection.execute(
-                REJECTIONS_STATEMENT, import_id, [o.rejections for o in outcomes]
+            count = await _parts_for(settings, connection, rows, shared)
+            outcome = await _merge(
+                settings, connection, parts, staging, count, reject_file, (import_id, now)
             )
-            applied = None
-            if not (reject_file and any(o.rejected for o in outcomes)):
-                applied = await connection.fetchval(
-                    APPLY_STATEMENT, [o.deltas for o in outcomes], now, timeout=timeout
-                )
-            outcome = MergeOutcome.of(outcomes, applied)
             merged = time.perf_counter()
             _fill_report(report, outcome, request.on_error, started)
             if report.status != "rejected":
@@ -204,6 +175,82 @@ async def run_import(
 APPLY_STATEMENT = apply_statement()
 
 
+async def _stage(
+    database: Database,
+    settings: Settings,
+    connection: asyncpg.Connection,
+    stager: Stager,
+    staging: str,
+    shared: bool,
+) -> int:
+    """Stage the rows (in the import's transaction, or committed for parts); their count."""
+    if not shared:
+        await connection.execute(staging_ddl())
+        return await stager.copy_into(connection, staging, settings.import_statement_timeout_s)
+    await recover_imports(database)
+    async with database.transaction() as session:
+        await _prepare(session, settings)
+        staging_connection = await driver_connection(session)
+        await staging_connection.execute(staging_ddl(staging, parts=settings.import_parts))
+        rows = await stager.copy_into(
+            staging_connection, staging, settings.import_statement_timeout_s
+        )
+        if rows >= settings.import_parallel_min_rows:
+            # Rough statistics (a small sample), so that the parts' plans know the size of
+            # what they merge: without them, the units are joined by nested loops.
+            tables = ", ".join(staging_part(staging, part) for part in range(settings.import_parts))
+            await staging_connection.execute(
+                f"SET LOCAL default_statistics_target = 10; ANALYZE {tables}"
+            )
+        return rows
+
+
+async def _parts_for(
+    settings: Settings, connection: asyncpg.Connection, rows: int, shared: bool
+) -> int:
+    """How many parts to merge in: one for a batch, a small file, or a server that cannot
+    hold the parts prepared (``max_prepared_transactions``)."""
+    count = settings.import_parts if shared else 1
+    if count == 1 or rows < settings.import_parallel_min_rows:
+        return 1
+    return count if await free_prepared_slots(connection) >= count else 1
+
+
+async def _merge(
+    settings: Settings,
+    connection: asyncpg.Connection,
+    parts: PreparedParts,
+    staging: str,
+    count: int,
+    reject_file: bool,
+    args: tuple[uuid.UUID, datetime],
+) -> MergeOutcome:
+    """Merge the staged rows in ``count`` parts, store the first rejections and add the
+    parts' contributions to the monthly measures (unless ``reject_file`` rejects it)."""
+    timeout = settings.import_statement_timeout_s
+    statements = [
+        part_statement(
+            staging_part(staging, part) if count > 1 else staging, reject_file=reject_file
+        )
+        for part in range(count)
+    ]
+    if count == 1:
+        # Straight through asyncpg: the pool's command timeout is for requests; an import
+        # has its own (the server-side statement_timeout matches it).
+        outcomes = [await run_part(connection, statements[0], args, timeout)]
+    else:
+        setup = "; ".join(_session_settings(settings))
+        outcomes = await parts.merge(statements, setup, args, timeout)
+    import_id, now = args
+    await connection.execute(REJECTIONS_STATEMENT, import_id, [o.rejections for o in outcomes])
+    applied = None
+    if not (reject_file and any(o.rejected for o in outcomes)):
+        applied = await connection.fetchval(
+            APPLY_STATEMENT, [o.deltas for o in outcomes], now, timeout=timeout
+        )
+    return MergeOutcome.of(outcomes, applied)
+
+
 def _session_settings(settings: Settings) -> list[str]:
     # SET LOCAL takes no bind parameters; the values are validated settings.
     timeout_ms = int(settings.import_statement_timeout_s * 1000)
@@ -218,21 +265,6 @@ async def _prepare(session: AsyncSession, settings: Settings) -> None:
     """Begin the session's transaction with the import's settings."""
     for statement in _session_settings(settings):
         await session.execute(text(statement))
-
-
-async def _stage_shared(database: Database, settings: Settings, stager: Stager, table: str) -> int:
-    """Stage the rows in ``table`` (split in parts), committed for the parts to read."""
-    async with database.transaction() as session:
-        await _prepare(session, settings)
-        connection = await driver_connection(session)
-        await connection.execute(staging_ddl(table, parts=settings.import_parts))
-        rows = await stager.copy_into(connection, table, settings.import_statement_timeout_s)
-        if rows >= settings.import_parallel_min_rows:
-            # Rough statistics (a small sample), so that the parts' plans know the size of
-            # what they merge: without them, the units are joined by nested loops.
-            parts = ", ".join(staging_part(table, part) for part in range(settings.import_parts))
-            await connection.execute(f"SET LOCAL default_statistics_target = 10; ANALYZE {parts}")
-        return rows
 
 
 async def _authorise(session: AsyncSession, principal: Principal, staging: str) -> list[str]:
