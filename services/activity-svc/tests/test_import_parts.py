@@ -204,3 +204,19 @@ async def test_recovery_settles_the_parts_of_an_interrupted_import_as_its_report
     assert await recover_imports(database) == 1  # once it is no longer running
     assert not await _exists(database, "probe_c")
     assert await _leftovers(database) == (0, 0)
+
+
+async def test_an_import_first_settles_the_parts_of_the_previous_one(
+    activity: httpx.AsyncClient, activity_settings: Settings, auth: Any, database: Database
+) -> None:
+    # The previous import committed its report, but its part is still prepared (its
+    # process is about to commit it, or died): the next import commits it before merging.
+    previous = uuid.uuid4()
+    await _prepare_part(plain_url(activity_settings.database_url), previous, "probe_d")
+    await _report(database, previous, "completed")
+    response = await activity.post(
+        "/records", json={"records": [stay("S1")]}, headers=auth("it_system", CHU)
+    )
+    assert response.status_code == 201, response.text
+    assert await _exists(database, "probe_d")
+    assert await _leftovers(database) == (0, 0)

@@ -125,6 +125,10 @@ async def run_import(
                 # figures each publishes include everything committed before it.
                 # Sorted: no deadlock between two.
                 await _advisory_lock(session, f"activity-merge:{finess}")
+            # The previous import of these establishments has committed, but its parts
+            # may not be yet (or never, if its process died): settle them first, so that
+            # its records are there before this merge reads and writes them.
+            await recover_imports(database)
             session.add(report)
             await session.flush()
             count = await _parts_for(settings, connection, rows, shared)
@@ -187,7 +191,6 @@ async def _stage(
     if not shared:
         await connection.execute(staging_ddl())
         return await stager.copy_into(connection, staging, settings.import_statement_timeout_s)
-    await recover_imports(database)
     async with database.transaction() as session:
         await _prepare(session, settings)
         staging_connection = await driver_connection(session)

@@ -33,6 +33,8 @@ _log = logging.getLogger(__name__)
 GID_PREFIX = "activity-import:"
 """Global id of a prepared part: ``activity-import:<import id>:<part>``."""
 _SETTLED = ("completed", "completed_with_rejections")
+_BUSY_RETRIES = 500
+_BUSY_PAUSE_S = 0.01
 
 
 def import_lock_key(import_id: uuid.UUID) -> str:
@@ -126,10 +128,22 @@ async def _settle(raw: asyncpg.Connection, import_id: uuid.UUID, gids: Sequence[
     status = await raw.fetchval("SELECT status FROM record_import WHERE id = $1", import_id)
     verb = "COMMIT" if status in _SETTLED else "ROLLBACK"
     for gid in gids:
-        # A gid never prepared, or settled meanwhile by recovery, is not there.
-        with contextlib.suppress(asyncpg.UndefinedObjectError):
-            await raw.execute(f"{verb} PREPARED '{gid}'")
+        await _finish(raw, f"{verb} PREPARED '{gid}'")
     _log.debug("import parts settled", extra={"import_id": str(import_id), "verb": verb})
+
+
+async def _finish(raw: asyncpg.Connection, command: str) -> None:
+    """Run a ``COMMIT PREPARED`` or ``ROLLBACK PREPARED``; return once the part is settled,
+    by this call or by another (the import's own process and recovery may race)."""
+    for _ in range(_BUSY_RETRIES):
+        try:
+            await raw.execute(command)
+            return
+        except asyncpg.UndefinedObjectError:
+            return  # never prepared, or settled already
+        except asyncpg.ObjectInUseError:
+            await asyncio.sleep(_BUSY_PAUSE_S)  # being settled by another session
+    raise RuntimeError(f"could not settle a prepared import part: {command}")
 
 
 async def free_prepared_slots(connection: asyncpg.Connection) -> int:
@@ -173,7 +187,7 @@ async def recover_imports(database: Database) -> int:
             try:
                 await _settle(raw, import_id, gids.get(import_id, []))
                 if import_id in staging:
-                    await raw.execute(f"DROP TABLE IF EXISTS {staging[import_id]}")
+                    await drop_staging(database, staging[import_id])
                 recovered += 1
             finally:
                 await raw.execute("SELECT pg_advisory_unlock($1)", key)
