@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from test_ingestion import _csv, act, import_file, record_count, stay
 
-from activity_svc.ingestion.merge import shared_staging_table, staging_ddl
-from activity_svc.ingestion.parts import GID_PREFIX, import_lock_key, recover_imports
+from activity_svc.ingestion.merge import GID_PREFIX, shared_staging_table, staging_ddl
+from activity_svc.ingestion.parts import import_lock_key, recover_imports
 from activity_svc.main import create_app
 from activity_svc.models import RecordImport
 from activity_svc.settings import Settings
@@ -53,6 +53,18 @@ def _file() -> bytes:
         act("BAD1", date="2025-13-01"),
         stay("BAD2", discharged_at="2025-01-01T08:00:00+01:00"),
     ]
+    return _csv(records)
+
+
+def _corrections() -> bytes:
+    """Sent after ``_file``: a third of its stays moved to another unit, acts with a new
+    amount, the same acts unchanged, and new acts."""
+    records = [stay(f"S{i}", unit="2101") for i in range(0, 40, 3)]
+    records += [
+        act(f"A{i}", date="2025-02-03", coded_on="2025-02-05", amount=31.5) for i in range(10)
+    ]
+    records += [act(f"A{i}", date="2025-02-03", coded_on="2025-02-05") for i in range(10, 20)]
+    records += [act(f"N{i}", date="2025-01-20", coded_on="2025-01-21") for i in range(15)]
     return _csv(records)
 
 
@@ -106,19 +118,28 @@ async def test_a_file_merged_in_parts_gives_the_figures_of_a_merge_on_one_connec
     auth: Any,
     database: Database,
 ) -> None:
+    # The first file is inserted (no stored record), the second upserted over it.
     headers = auth("it_system", CHU)
-    parted = await import_file(activity, headers, _file(), on_error="skip_row")
-    assert parted.status_code == 201, parted.text
-    in_parts = await _state(database)
-    await _wipe(database)
-    single = await import_file(one_connection, headers, _file(), on_error="skip_row")
-    assert single.status_code == 201, single.text
+    states = []
+    for client in (activity, one_connection):
+        await _wipe(database)
+        reports = []
+        for body in (_file(), _corrections()):
+            response = await import_file(client, headers, body, on_error="skip_row")
+            assert response.status_code == 201, response.text
+            reports.append(response.json())
+        states.append((reports, await _state(database)))
+    (parted, in_parts), (single, in_one) = states
 
-    for field in ("status", "received", "accepted", "rejected", "unchanged", "months"):
-        assert parted.json()[field] == single.json()[field], field
-    assert parted.json()["rejected"] == 2
-    assert in_parts == await _state(database)
-    assert (99.0, "CHU-1101") in {(float(r[1]), r[2]) for r in in_parts["records"] if r[0] == "A7"}
+    fields = ("status", "received", "accepted", "rejected", "unchanged", "months")
+    for in_parts_report, single_report in zip(parted, single, strict=True):
+        for field in fields:
+            assert in_parts_report[field] == single_report[field], field
+    assert [r["rejected"] for r in parted] == [2, 0]
+    assert parted[1]["unchanged"] == 17  # 10 acts, 7 stays already in unit 2101
+    assert in_parts == in_one
+    amounts = {r[0]: float(r[1]) for r in in_parts["records"]}
+    assert amounts["A7"] == 31.5 and amounts["A15"] == 25.0 and "N3" in amounts
     assert await _leftovers(database) == (0, 0)
 
 

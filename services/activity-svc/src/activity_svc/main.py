@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +15,7 @@ from activity_svc.consumers import CONSUMERS
 from activity_svc.events import STREAM
 from activity_svc.indicators.api import router as indicators_router
 from activity_svc.ingestion.api import router as ingestion_router
-from activity_svc.ingestion.parts import recover_imports
+from activity_svc.ingestion.parts import recover_imports, recover_periodically
 from activity_svc.referential.api import router as referential_router
 from activity_svc.settings import Settings
 from activity_svc.steering.api import router as steering_router
@@ -24,12 +26,19 @@ _log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def recover_interrupted_imports(app: FastAPI) -> AsyncIterator[None]:
-    """At start-up, settle what imports interrupted by a crash left (see ingestion.parts)."""
+    """Settle what imports interrupted by a crash left (see ingestion.parts): at start-up,
+    then every minute (each import also does, once it holds its establishments' locks)."""
     try:
         await recover_imports(app.state.database)
-    except Exception:  # the database may be down: each import recovers again first
+    except Exception:  # the database may be down: the periodic task tries again
         _log.exception("could not recover interrupted imports at start-up")
-    yield
+    task = asyncio.create_task(recover_periodically(app.state.database))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

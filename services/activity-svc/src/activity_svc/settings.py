@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from ght_shared.settings import ServiceSettings
@@ -47,3 +49,14 @@ class Settings(ServiceSettings):
         default="Europe/Paris",
         description="Time zone of date-times sent without an offset, and of a stay's dates.",
     )
+
+    @model_validator(mode="after")
+    def _room_for_the_parts(self) -> Self:
+        # An import holds its own connection and one per part, plus one while staging.
+        room = self.db_pool_size + self.db_max_overflow - 2
+        if self.import_parts > room:
+            raise ValueError(
+                f"import_parts ({self.import_parts}) needs more connections than the pool"
+                f" leaves (db_pool_size + db_max_overflow - 2 = {room})"
+            )
+        return self

@@ -51,6 +51,8 @@ from ght_shared.outbox import add_events
 
 _log = logging.getLogger(__name__)
 
+APPLY_STATEMENT = apply_statement()
+
 
 class OnError(StrEnum):
     REJECT_FILE = "reject_file"
@@ -176,9 +178,6 @@ async def run_import(
     return report
 
 
-APPLY_STATEMENT = apply_statement()
-
-
 async def _stage(
     database: Database,
     settings: Settings,
@@ -243,7 +242,15 @@ async def _merge(
         outcomes = [await run_part(connection, statements[0], args, timeout)]
     else:
         setup = "; ".join(_session_settings(settings))
-        outcomes = await parts.merge(statements, setup, args, timeout)
+        try:
+            outcomes = await parts.merge(statements, setup, args, timeout)
+        except asyncpg.ConfigurationLimitExceededError:
+            # Another import took the last prepared-transaction slots meanwhile: merge
+            # on this connection instead.
+            _log.warning("no prepared transaction slot left: import merged on one connection")
+            await parts.abandon()
+            statement = part_statement(staging, reject_file=reject_file)
+            outcomes = [await run_part(connection, statement, args, timeout)]
     import_id, now = args
     await connection.execute(REJECTIONS_STATEMENT, import_id, [o.rejections for o in outcomes])
     applied = None

@@ -38,6 +38,8 @@ from activity_svc.ingestion.fields import FIELDS, KINDS, MAX_TEXT
 
 STAGING_TABLE = "import_staging"
 SHARED_STAGING_PREFIX = "import_staging_"
+GID_PREFIX = "activity-import:"
+"""Global id of an import's prepared part: ``activity-import:<import id>:<part>``."""
 MAX_STORED_REJECTIONS = 10_000
 EARLIEST = "2000-01-01"
 
@@ -84,9 +86,10 @@ def import_of_staging_table(name: str) -> uuid.UUID | None:
     if not name.startswith(SHARED_STAGING_PREFIX):
         return None
     try:
-        return uuid.UUID(hex=name.removeprefix(SHARED_STAGING_PREFIX))
+        import_id = uuid.UUID(hex=name.removeprefix(SHARED_STAGING_PREFIX))
     except ValueError:
         return None
+    return import_id if shared_staging_table(import_id) == name else None
 
 
 def _q(values: tuple[str, ...]) -> str:
@@ -412,6 +415,11 @@ def part_statement(source: str, *, reject_file: bool) -> str:
                 SELECT min(d.source_id) AS low, max(d.source_id) AS high FROM deduped d
             ) k
             WHERE r.source_id BETWEEN k.low AND k.high
+        ) AND NOT EXISTS (
+            -- Nor another import's part still prepared (not yet visible).
+            SELECT 1 FROM pg_prepared_xacts x
+            WHERE x.database = current_database() AND starts_with(x.gid, '{GID_PREFIX}')
+                AND NOT starts_with(x.gid, '{GID_PREFIX}' || CAST($1 AS uuid) || ':')
         ) AS yes
     ),
     inserted AS (

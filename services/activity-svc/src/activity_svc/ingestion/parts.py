@@ -6,11 +6,13 @@ its own connection and left *prepared* (``PREPARE TRANSACTION``). The import's o
 transaction then stores its report; its commit is the decision. Every part is then
 committed (``COMMIT PREPARED``) or, for a rejected import, rolled back.
 
-Should the process die in between, :func:`recover_imports` (at start-up and before each
-import) settles the parts it left as its committed report says: parts of a completed
-import are committed, any other is rolled back; it also drops the staging tables nobody
-uses any more. While an import runs, its own transaction holds the import's advisory
-lock, which keeps recovery away from it.
+Should the process die in between, :func:`recover_imports` (at start-up, every minute,
+and in each import once it holds its establishments' locks) settles the parts it left as
+its committed report says: parts of a completed import are committed, any other is
+rolled back; it also drops the staging tables nobody uses any more. While an import
+runs, its own transaction holds the import's advisory lock, which keeps recovery away
+from it; :meth:`PreparedParts.settle` waits for that lock too, so that it reads the
+report once the import's transaction has really ended.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +28,11 @@ from dataclasses import dataclass, field
 import asyncpg
 from sqlalchemy import text
 
-from activity_svc.ingestion.merge import PartOutcome, import_of_staging_table
+from activity_svc.ingestion.merge import GID_PREFIX, PartOutcome, import_of_staging_table
 from ght_shared.db import Database, driver_connection
 
 _log = logging.getLogger(__name__)
 
-GID_PREFIX = "activity-import:"
-"""Global id of a prepared part: ``activity-import:<import id>:<part>``."""
 _SETTLED = ("completed", "completed_with_rejections")
 _BUSY_RETRIES = 500
 _BUSY_PAUSE_S = 0.01
@@ -42,10 +43,27 @@ def import_lock_key(import_id: uuid.UUID) -> str:
     return f"activity-import:{import_id}"
 
 
+_GID = re.compile(r"^activity-import:([0-9a-f-]{36}):[0-9]+$")
+_LOCK_WAIT_S = 60
+RECOVERY_INTERVAL_S = 60.0
+"""How often a running service settles what interrupted imports left (besides start-up
+and each import)."""
+
+
 @contextlib.asynccontextmanager
 async def _raw_connection(database: Database) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's driver, for statements SQLAlchemy does not offer. Discarded
+    rather than returned to the pool if it is left in a transaction (a BEGIN not ended)
+    or if anything failed (a session advisory lock may still be held)."""
     async with database.engine.connect() as connection:
-        yield await driver_connection(connection)
+        raw = await driver_connection(connection)
+        try:
+            yield raw
+        except BaseException:
+            await connection.invalidate()
+            raise
+        if raw.is_in_transaction():
+            await connection.invalidate()
 
 
 async def run_part(
@@ -103,8 +121,8 @@ class PreparedParts:
             try:
                 await raw.execute(setup)
                 outcome = await run_part(raw, statement, args, timeout)
-                # Known before PREPARE: a part prepared by a call that then failed is
-                # still settled (a gid that was never prepared is skipped).
+                # Recorded before PREPARE, which may succeed on the server even if this
+                # call fails: such a part is settled too (a gid never prepared is skipped).
                 self.gids.append(gid)
                 await raw.execute(f"PREPARE TRANSACTION '{gid}'")
             except BaseException:
@@ -113,15 +131,41 @@ class PreparedParts:
                 raise
         return outcome
 
+    async def abandon(self) -> None:
+        """Roll the prepared parts back, while the import's transaction is still open
+        (it has decided nothing yet)."""
+        gids, self.gids = self.gids, []
+        if gids:
+            async with _raw_connection(self.database) as raw:
+                for gid in gids:
+                    await _finish(raw, f"ROLLBACK PREPARED '{gid}'")
+
     async def settle(self) -> None:
-        """Commit or roll back the prepared parts, as the import's committed report says
-        (no report, or a rejected one: rolled back). A part this cannot reach is left to
-        :func:`recover_imports`."""
+        """Once the import's transaction has ended: commit or roll back the prepared parts,
+        as its committed report says (no report, or a rejected one: rolled back). A part
+        this cannot reach is left to :func:`recover_imports`."""
         gids, self.gids = self.gids, []
         if not gids:
             return
         async with _raw_connection(self.database) as raw:
-            await _settle(raw, self.import_id, gids)
+            # The import's lock is free once its transaction has ended: should its COMMIT
+            # have failed on the way back (a cut connection), the server may still be
+            # committing it, and the report must be read after that, not before.
+            key = await _lock_key(raw, self.import_id)
+            await raw.execute(f"SET lock_timeout = '{_LOCK_WAIT_S}s'")
+            try:
+                await raw.execute("SELECT pg_advisory_lock($1)", key)
+            finally:
+                await raw.execute("RESET lock_timeout")
+            try:
+                await _settle(raw, self.import_id, gids)
+            finally:
+                await raw.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def _lock_key(raw: asyncpg.Connection, import_id: uuid.UUID) -> int:
+    key: int = await raw.fetchval("SELECT hashtextextended($1, 0)", import_lock_key(import_id))
+    return key
 
 
 async def _settle(raw: asyncpg.Connection, import_id: uuid.UUID, gids: Sequence[str]) -> None:
@@ -181,14 +225,17 @@ async def recover_imports(database: Database) -> int:
         }
         recovered = 0
         for import_id in sorted(gids.keys() | staging.keys()):
-            key = await raw.fetchval("SELECT hashtextextended($1, 0)", import_lock_key(import_id))
+            key = await _lock_key(raw, import_id)
             if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                continue  # still running
+                continue  # still running (or being recovered by another session)
             try:
                 await _settle(raw, import_id, gids.get(import_id, []))
                 if import_id in staging:
                     await drop_staging(database, staging[import_id])
                 recovered += 1
+            except Exception:
+                # One import that cannot be recovered now must not stop the others.
+                _log.exception("could not recover import %s", import_id)
             finally:
                 await raw.execute("SELECT pg_advisory_unlock($1)", key)
         if recovered:
@@ -207,8 +254,22 @@ async def drop_staging(database: Database, table: str) -> None:
 
 
 def _import_of_gid(gid: str) -> uuid.UUID | None:
-    import_id, _, _ = gid.removeprefix(GID_PREFIX).partition(":")
-    try:
-        return uuid.UUID(import_id)
-    except ValueError:
+    """The import of a prepared part's gid, as :class:`PreparedParts` writes it; None for
+    any other gid."""
+    match = _GID.match(gid)
+    if match is None:
         return None
+    import_id = uuid.UUID(match.group(1))
+    return import_id if gid.startswith(f"{GID_PREFIX}{import_id}:") else None
+
+
+async def recover_periodically(database: Database) -> None:
+    """Run :func:`recover_imports` every ``RECOVERY_INTERVAL_S``, until cancelled: a part
+    left prepared holds its records' locks and holds back VACUUM, even when no import
+    comes to recover it."""
+    while True:
+        await asyncio.sleep(RECOVERY_INTERVAL_S)
+        try:
+            await recover_imports(database)
+        except Exception:  # the database may be down: next time
+            _log.exception("could not recover interrupted imports")
