@@ -1,23 +1,41 @@
-"""``ght.activity.indicator.updated``: one event per indicator x org unit x month changed.
+"""Figures that changed: ``ght.activity.indicator.updated`` and the alert rules on them.
 
-Called by ingestion in the merge's transaction with the unit-months the merge touched,
-so an import of 10 000 records into one unit-month gives one event per indicator and
-org unit, never one per record.
+Every change that moves a figure publishes one event per indicator x org unit x month
+and checks the same figures against the alert rules, in the change's transaction
+(outbox), through :func:`publish_indicator_changes` or :func:`publish_target_changes`:
+
+- an import, with the unit-months its merge touched and the measures that changed
+  (ingestion), so 10 000 records into one unit-month give one event per indicator and
+  org unit, never one per record;
+- a unit's installed beds, with the unit's months from the change on and ``bed_days``
+  (:mod:`activity_svc.referential.capacity`);
+- a target, whose month, year to date and year are part of the event's ``data``
+  (:mod:`activity_svc.steering`).
+
+A new alert rule changes no figure: :func:`evaluate_new_rule` only checks it against the
+figures already there.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import events
-from activity_svc.catalogue import indicators_reading
-from activity_svc.indicators.values import Scope, compute_figures, first_of_month
+from activity_svc.catalogue import INDICATORS_BY_CODE, Indicator, indicators_reading
+from activity_svc.indicators.values import Scope, add_months, compute_figures, first_of_month
+from activity_svc.models import AlertRule
+from activity_svc.referential.tree import today
 from activity_svc.steering.alerts import evaluate_alerts
 from ght_shared.outbox import add_events
+
+RULE_MONTHS = 12
+"""A new rule is checked on the figures of the last 12 months (the current one included)."""
 
 # The org units (as they were in the month) above the changed units: the levels people
 # steer (department, pôle, site, establishment, territory).
@@ -31,6 +49,37 @@ _ANCESTORS = text(
     WHERE o.kind IN ('department', 'pole', 'site', 'establishment', 'territory')
     """
 )
+
+# The months from :first to :last in which each of :org_units, and the org units down to
+# :depth levels below them in today's tree (the tree alert rules watch), has figures:
+# a unit_month row of a unit below it as it was that month. Steered levels only, as above.
+_MONTHS_WITH_FIGURES = text(
+    """
+    WITH RECURSIVE watched (code, depth) AS (
+        SELECT code, 0 FROM unnest(CAST(:org_units AS text[])) AS code
+        UNION ALL
+        SELECT version.code, watched.depth + 1
+        FROM watched
+        JOIN org_unit_version AS version
+            ON version.parent = watched.code AND version.valid_to IS NULL
+        WHERE watched.depth < :depth
+    )
+    SELECT DISTINCT m.ancestor, u.month, o.finess
+    FROM watched
+    JOIN org_unit o ON o.code = watched.code
+    JOIN org_unit_membership m ON m.ancestor = o.code
+    JOIN unit_month u ON u.unit = m.unit
+        AND m.valid_from <= u.month AND (m.valid_to IS NULL OR u.month < m.valid_to)
+    WHERE o.kind IN ('department', 'pole', 'site', 'establishment', 'territory')
+      AND u.month BETWEEN CAST(:first AS date) AND CAST(:last AS date)
+    """
+)
+
+# Deep enough for any tree (territory > establishment > site > pôle > department > unit).
+_WHOLE_SUBTREE = 32
+
+Placed = tuple[str, date, str | None]
+"""An org unit, a month and the org unit's establishment (FINESS)."""
 
 
 async def publish_indicator_changes(
@@ -64,11 +113,76 @@ async def publish_indicator_changes(
     units = [unit for unit, _ in changed]
     months = [first_of_month(month) for _, month in changed]
     rows = (await session.execute(_ANCESTORS, {"units": units, "months": months})).all()
-    if not rows:
+    return await _publish(session, indicators, [(a, m, f) for a, m, f in rows], import_id)
+
+
+async def publish_target_changes(
+    session: AsyncSession, targets: Iterable[tuple[str, str, int]]
+) -> int:
+    """Publish the figures of the changed (indicator, org unit, year) targets and
+    re-evaluate the alert rules on them; return the number of events.
+
+    The event's ``data`` carries the month's and the year's target, so a new, changed or
+    removed target changes the event of each month of its year that has figures, for
+    its org unit only (the org units below have targets of their own). A target of a
+    unit (UF) publishes nothing, as units get no event.
+    """
+    years_by_indicator: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for indicator, org_unit, year in targets:
+        years_by_indicator[indicator].add((org_unit, year))
+    count = 0
+    for code, org_unit_years in sorted(years_by_indicator.items()):
+        years = {year for _, year in org_unit_years}
+        placed = await _months_with_figures(
+            session,
+            {org_unit for org_unit, _ in org_unit_years},
+            date(min(years), 1, 1),
+            date(max(years), 12, 1),
+        )
+        wanted = [p for p in placed if (p[0], p[1].year) in org_unit_years]
+        count += await _publish(session, [INDICATORS_BY_CODE[code]], wanted, None)
+    return count
+
+
+async def evaluate_new_rule(session: AsyncSession, rule: AlertRule) -> None:
+    """Check a rule just created against the figures already there, as an import would.
+
+    Its org unit and every org unit below it (today's tree, steered levels), over the
+    last :data:`RULE_MONTHS` months that have figures: the rule raises at once what the
+    next import would otherwise have been the first to raise. Only this rule is
+    evaluated: the others have already seen these figures.
+    """
+    this_month = first_of_month(today())
+    placed = await _months_with_figures(
+        session,
+        {rule.org_unit},
+        add_months(this_month, 1 - RULE_MONTHS),
+        this_month,
+        depth=_WHOLE_SUBTREE,
+    )
+    figures = await compute_figures(
+        session,
+        [INDICATORS_BY_CODE[rule.indicator]],
+        sorted((code, month) for code, month, _ in placed),
+        {code: finess for code, _, finess in placed},
+        Scope.AS_WAS,
+    )
+    await evaluate_alerts(session, figures, rules={rule.id})
+
+
+async def _publish(
+    session: AsyncSession,
+    indicators: Sequence[Indicator],
+    placed: Sequence[Placed],
+    import_id: uuid.UUID | None,
+) -> int:
+    """Compute the figures of ``indicators`` for the ``placed`` org unit-months, add their
+    events and evaluate the alert rules on them; return the number of events."""
+    if not placed or not indicators:
         return 0
     # Month order per org unit: the events of one aggregate get their sequence in order.
-    wanted = sorted((ancestor, month) for ancestor, month, _ in rows)
-    finess_of = {ancestor: finess for ancestor, _, finess in rows}
+    wanted = sorted((code, month) for code, month, _ in placed)
+    finess_of = {code: finess for code, _, finess in placed}
     figures = await compute_figures(session, indicators, wanted, finess_of, Scope.AS_WAS)
     extra = {"import_id": str(import_id)} if import_id is not None else {}
     await add_events(
@@ -77,3 +191,20 @@ async def publish_indicator_changes(
     )
     await evaluate_alerts(session, figures)
     return len(figures)
+
+
+async def _months_with_figures(
+    session: AsyncSession, org_units: Collection[str], first: date, last: date, depth: int = 0
+) -> list[Placed]:
+    """The (org unit, month, FINESS) with figures from ``first`` to ``last`` for
+    ``org_units`` of a steered level, and ``depth`` levels below them in today's tree."""
+    rows = await session.execute(
+        _MONTHS_WITH_FIGURES,
+        {
+            "org_units": sorted(org_units),
+            "depth": depth,
+            "first": first_of_month(first),
+            "last": first_of_month(last),
+        },
+    )
+    return [(code, month, finess) for code, month, finess in rows]

@@ -2,7 +2,8 @@
 
 Reads need ``activity:read``; writes need ``activity:write`` and the right to act for
 the org unit's establishment (the territory and its establishments: territorial
-principals only). Every change publishes ``ght.referential.orgunit.upserted``.
+principals only). Every change publishes ``ght.referential.orgunit.upserted``; a change
+of a unit's installed beds also the occupancy figures it changes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from activity_svc import events
 from activity_svc.access import Reader, Writer, ensure_may_write
 from activity_svc.errors import InvalidInput, OrgUnitConflict, OrgUnitNotFound
 from activity_svc.models import OrgUnit, OrgUnitVersion, UnitCapacity
+from activity_svc.referential.capacity import publish_capacity_change
 from activity_svc.referential.schemas import (
     CODE_PATTERN,
     TEXT_PATTERN,
@@ -373,6 +375,8 @@ async def _write(
         await add_events(
             session, [events.org_unit_upserted(upserted.event_data(), upserted.unit.finess)]
         )
+    if upserted.capacity_changed:
+        await publish_capacity_change(session, code, change.valid_from)
     action = "created" if upserted.created else "changed" if upserted.changed else "unchanged"
     await record_audit(
         session,

@@ -84,6 +84,8 @@ class Upserted:
     changed: bool
     """False when the org unit already was exactly this (nothing written, no event)."""
     installed_beds: int | None
+    capacity_changed: bool = False
+    """The unit's installed beds changed from the change's ``valid_from``."""
 
     def event_data(self) -> dict[str, Any]:
         return {
@@ -225,6 +227,7 @@ async def upsert_org_unit(session: AsyncSession, change: OrgUnitChange, actor: s
         version = latest
 
     beds = None
+    capacity_changed = False
     if (
         unit.kind == OrgUnitKind.UNIT
         and not change.active
@@ -232,18 +235,21 @@ async def upsert_org_unit(session: AsyncSession, change: OrgUnitChange, actor: s
         and (await capacity_on(session, change.code, change.valid_from) or 0) > 0
     ):
         # A closed unit has no beds: they must not weigh in the occupancy rate after it.
-        changed |= await set_capacity(session, change.code, change.valid_from, 0, "referential")
+        capacity_changed |= await set_capacity(
+            session, change.code, change.valid_from, 0, "referential"
+        )
     if change.installed_beds is not None:
         beds = change.installed_beds
-        changed |= await set_capacity(
+        capacity_changed |= await set_capacity(
             session, change.code, change.valid_from, change.installed_beds, "referential"
         )
     elif unit.kind == OrgUnitKind.UNIT:
         beds = await capacity_on(session, change.code, change.valid_from)
+    changed |= capacity_changed
     if changed:
         unit.updated_at = now
         await session.flush()
-    return Upserted(unit, version, created, changed, beds)
+    return Upserted(unit, version, created, changed, beds, capacity_changed)
 
 
 async def _parent_of(session: AsyncSession, change: OrgUnitChange) -> OrgUnit | None:

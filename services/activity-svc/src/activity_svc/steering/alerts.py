@@ -15,7 +15,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -274,24 +274,34 @@ async def _rules_watching(
     return rules
 
 
-async def evaluate_alerts(session: AsyncSession, figures: Sequence[Figures]) -> None:
+async def evaluate_alerts(
+    session: AsyncSession,
+    figures: Sequence[Figures],
+    rules: Collection[uuid.UUID] | None = None,
+) -> None:
     """Raise the alerts the fresh ``figures`` call for, and clear those they no longer do.
 
-    Called after each merge with the recomputed figures; applying the same figures
+    Called with the recomputed figures after each change of them (an import, a
+    capacity, a target), and with the existing ones for a new rule (only that one in
+    ``rules``; None: every active rule watching the figures). Applying the same figures
     again raises nothing new (the ``alert_once`` constraint). Only flushes.
     """
     if not figures:
         return
-    rules = await _rules_watching(
+    watching = await _rules_watching(
         session, {f.org_unit for f in figures}, {f.indicator for f in figures}
     )
-    if not rules:
+    if rules is not None:
+        watching = {
+            key: [rule for rule in found if rule.id in rules] for key, found in watching.items()
+        }
+    if not any(watching.values()):
         return
     raised: dict[tuple[uuid.UUID, str, date], dict[str, Any]] = {}
     within: set[tuple[uuid.UUID, str, date]] = set()
     now = datetime.now(UTC)
     for figure in figures:
-        for rule in rules.get((figure.org_unit, figure.indicator), ()):
+        for rule in watching.get((figure.org_unit, figure.indicator), ()):
             deviation = deviation_of(figure, rule.basis)
             if deviation is None:
                 continue

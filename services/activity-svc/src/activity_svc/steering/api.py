@@ -1,4 +1,9 @@
-"""Routes of targets, alert rules and alerts."""
+"""Routes of targets, alert rules and alerts.
+
+A target written or removed republishes the figures of its indicator and org unit in
+its year (their ``target`` moved) and re-evaluates the alert rules on them; a new alert
+rule is evaluated at once on the figures already there.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from sqlalchemy.orm import aliased
 
 from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read, ensure_may_write
 from activity_svc.errors import InvalidInput, TargetNotFound
+from activity_svc.indicators.changes import evaluate_new_rule, publish_target_changes
 from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
 from activity_svc.steering import alerts, targets
 from activity_svc.steering.alerts import AlertStatus, RuleSpec
@@ -197,6 +203,8 @@ async def put_target(
         ),
         principal,
     )
+    if result.changed:
+        await publish_target_changes(session, [(indicator, org_unit, year)])
     if result.created:
         response.status_code = 201
         # Relative (the request's own path): it resolves behind the gateway's prefix too.
@@ -217,6 +225,7 @@ async def delete_target(
     unit = await _target_scope(session, indicator, org_unit)
     ensure_may_write(principal, unit.finess)
     await targets.delete_target(session, indicator, org_unit, year, principal)
+    await publish_target_changes(session, [(indicator, org_unit, year)])
     return Response(status_code=204)
 
 
@@ -242,6 +251,7 @@ async def create_alert_rule(
         RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
         principal,
     )
+    await evaluate_new_rule(session, rule)
     response.headers["Location"] = f"alert-rules/{rule.id}"  # relative, as everywhere
     return rule
 

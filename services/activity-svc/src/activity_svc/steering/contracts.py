@@ -33,6 +33,9 @@ The objectives and period of the latest event are the contract's targets: a targ
 still held by the contract that they no longer name (an objective or a year dropped by
 an amendment) is removed.
 A target written by hand since then is not the contract's any more and stays.
+
+The targets set (with a new value or profile) or removed republish their figures and
+re-evaluate the alert rules on them, as a ``PUT /targets`` does.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activity_svc.indicators.changes import publish_target_changes
 from activity_svc.models import Target
 from activity_svc.steering.targets import (
     FIRST_YEAR,
@@ -76,6 +80,7 @@ async def on_contract_signed(session: AsyncSession, event: Event) -> None:
         raise UnreadableContract("'objectives' is not a list")
     actor = event.source
     named: set[tuple[str, str]] = set()
+    changed: set[tuple[str, str, int]] = set()
     applied = 0
     for position, objective in enumerate(objectives):
         if not isinstance(objective, Mapping):
@@ -87,13 +92,15 @@ async def on_contract_signed(session: AsyncSession, event: Event) -> None:
         try:
             changes = _changes(contract, objective, years)
             for change in changes:
-                await set_target(session, change, actor)
+                if (await set_target(session, change, actor)).changed:
+                    changed.add((change.indicator, change.org_unit, change.year))
         except (DomainError, ValueError, TypeError) as exc:
             # Checked before anything is written: a skipped objective leaves no trace.
             _skip(contract, position, objective, str(exc))
             continue
         applied += 1
     removed = await _remove_dropped(session, contract, named, years, actor)
+    await publish_target_changes(session, changed | removed)
     _log.info(
         "contract targets applied",
         extra={
@@ -101,7 +108,7 @@ async def on_contract_signed(session: AsyncSession, event: Event) -> None:
             "event_type": event.type,
             "objectives": len(objectives),
             "applied": applied,
-            "removed": removed,
+            "removed": len(removed),
         },
     )
 
@@ -177,18 +184,19 @@ async def _remove_dropped(
     named: set[tuple[str, str]],
     years: range,
     actor: str,
-) -> int:
-    """Remove the contract's targets no objective of the period names any more."""
+) -> set[tuple[str, str, int]]:
+    """Remove the contract's targets no objective of the period names any more; return
+    their (indicator, org unit, year)."""
     held = await session.execute(
         select(Target.indicator, Target.org_unit, Target.year).where(
             Target.source == TargetSource.CONTRACT.value, Target.contract == contract
         )
     )
-    removed = 0
+    removed: set[tuple[str, str, int]] = set()
     for indicator, org_unit, year in held.all():
         if (indicator, org_unit) not in named or year not in years:
             await delete_target(session, indicator, org_unit, year, actor)
-            removed += 1
+            removed.add((indicator, org_unit, year))
     return removed
 
 

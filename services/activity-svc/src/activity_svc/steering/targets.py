@@ -56,6 +56,8 @@ class TargetSet:
     created: bool
     previous: dict[str, Any] | None
     """The replaced target's value, source and contract (None when created)."""
+    changed: bool
+    """Created, or a different value or monthly profile (the figures' target moved)."""
 
 
 def indicator_of(code: str) -> Indicator:
@@ -146,7 +148,7 @@ async def set_target(
     }
     # PostgreSQL 18's RETURNING OLD tells a creation from a replacement in the same
     # statement, so two concurrent first writers cannot both try to INSERT.
-    statement: ReturningInsert[Target, Any, Any, Any] = (
+    statement: ReturningInsert[Target, Any, Any, Any, Any] = (
         pg_insert(Target)
         .values(indicator=change.indicator, org_unit=change.org_unit, year=change.year, **values)
         .on_conflict_do_update(
@@ -157,10 +159,11 @@ async def set_target(
             literal_column("old.value"),
             literal_column("old.source"),
             literal_column("old.contract"),
+            literal_column("old.monthly_profile"),
         )
     )
     row = (await session.execute(statement, execution_options={"populate_existing": True})).one()
-    target, old_value, old_source, old_contract = row
+    target, old_value, old_source, old_contract, old_profile = row
     previous = (
         None
         if old_source is None
@@ -180,7 +183,11 @@ async def set_target(
             "previous": previous,
         },
     )
-    return TargetSet(target, previous is None, previous)
+    changed = previous is None or (old_value, old_profile) != (
+        change.value,
+        values["monthly_profile"],
+    )
+    return TargetSet(target, previous is None, previous, changed)
 
 
 async def delete_target(
