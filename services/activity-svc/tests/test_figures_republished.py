@@ -130,22 +130,29 @@ async def _assert_occupancy_alerts(database: Database, rule: uuid.UUID) -> None:
     }
 
 
+async def _set_beds(
+    activity: httpx.AsyncClient, auth: Headers, beds: int, valid_from: str | None = None
+) -> None:
+    """Unit CHU-2101 (cardiology, full stays) gets ``beds`` installed from ``valid_from``."""
+    change: dict[str, Any] = {
+        "kind": "unit",
+        "name": "Cardiologie HC",
+        "parent": "CHU-CAR",
+        "installed_beds": beds,
+    }
+    if valid_from is not None:
+        change["valid_from"] = valid_from
+    response = await activity.put(
+        "/org-units/CHU-2101", json=change, headers=auth("it_system", CHU)
+    )
+    assert response.status_code == 200, response.text
+
+
 async def test_fewer_beds_on_a_unit_republish_the_occupancy_above_it_and_raise_its_alerts(
     activity: httpx.AsyncClient, auth: Headers, database: Database, nats_url: str
 ) -> None:
     rule = await _occupancy_at_half(database)
-    response = await activity.put(
-        "/org-units/CHU-2101",
-        json={
-            "kind": "unit",
-            "name": "Cardiologie HC",
-            "parent": "CHU-CAR",
-            "installed_beds": 20,
-            "valid_from": "2025-02-01",
-        },
-        headers=auth("it_system", CHU),
-    )
-    assert response.status_code == 200, response.text
+    await _set_beds(activity, auth, 20, "2025-02-01")
 
     events = await _events(database, INDICATOR_UPDATED)
     _assert_occupancy_republished_from_february(events)
@@ -168,18 +175,7 @@ async def test_beds_changed_in_the_middle_of_a_month_count_from_the_next_one(
                 " VALUES ('CHU-2101', '2025-03-01', 30, 'beds')"
             )
         )
-    response = await activity.put(
-        "/org-units/CHU-2101",
-        json={
-            "kind": "unit",
-            "name": "Cardiologie HC",
-            "parent": "CHU-CAR",
-            "installed_beds": 25,
-            "valid_from": "2025-01-15",
-        },
-        headers=auth("it_system", CHU),
-    )
-    assert response.status_code == 200, response.text
+    await _set_beds(activity, auth, 25, "2025-01-15")
     events = await _events(database, INDICATOR_UPDATED)
     assert {e.data["period"] for e in events} == {"2025-02"}
 
@@ -188,12 +184,7 @@ async def test_an_unchanged_installed_count_republishes_nothing(
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     await _occupancy_at_half(database)
-    response = await activity.put(
-        "/org-units/CHU-2101",
-        json={"kind": "unit", "name": "Cardiologie HC", "parent": "CHU-CAR", "installed_beds": 30},
-        headers=auth("it_system", CHU),
-    )
-    assert response.status_code == 200, response.text
+    await _set_beds(activity, auth, 30)
     assert await _events(database, INDICATOR_UPDATED) == []
 
 
