@@ -260,7 +260,7 @@ async def test_an_acknowledged_alert_is_not_raised_again_while_it_lasts(
     await _evaluate(database, _figures("CHU-RAD"))
     (alert,) = await _alerts(database)
     acknowledged = await activity.post(
-        f"/alerts/{alert.id}/acknowledge", headers=auth("pole_manager", CHU)
+        f"/alerts/{alert.id}/acknowledge", headers=auth("pole_manager", CHU, pole="CHU-IMG")
     )
     assert acknowledged.status_code == 200, acknowledged.text
     assert acknowledged.json()["status"] == "acknowledged"
@@ -298,13 +298,13 @@ RULE = {
 async def test_a_rule_is_created_listed_and_deleted(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:
-    headers = auth("pole_manager", CHU)
+    headers = auth("direction", CHU)
     created = await activity.post("/alert-rules", json=RULE, headers=headers)
     assert created.status_code == 201, created.text
     rule = created.json()
     assert created.headers["location"] == f"alert-rules/{rule['id']}"
     assert {k: rule[k] for k in RULE} == {**RULE, "threshold_pct": 10.0}
-    assert rule["active"] is True and rule["created_by"] == f"pole_manager-{CHU}"
+    assert rule["active"] is True and rule["created_by"] == f"direction-{CHU}"
     other = await activity.post(
         "/alert-rules",
         json={**RULE, "org_unit": "CHU-MED", "indicator": "average_length_of_stay"},
@@ -548,3 +548,28 @@ async def test_acknowledging_an_unknown_or_cleared_alert_is_refused(
     (alert,) = await _alerts(database)
     cleared = await activity.post(f"/alerts/{alert.id}/acknowledge", headers=admin)
     assert cleared.status_code == 409 and cleared.json()["code"] == "alert_cleared"
+
+
+@pytest.mark.parametrize(
+    ("org_unit", "status"),
+    [("CHU-IMG", 201), ("CHU-RAD", 201), ("CHU-MED", 403), ("CHU-CAR", 403), (CHU, 403)],
+)
+async def test_a_pole_manager_steers_their_own_pole_only(
+    activity: httpx.AsyncClient, auth: Headers, org_unit: str, status: int
+) -> None:
+    headers = auth("pole_manager", CHU, pole="CHU-IMG")
+    rule = await activity.post("/alert-rules", json={**RULE, "org_unit": org_unit}, headers=headers)
+    assert rule.status_code == status, rule.text
+    target = await activity.put(
+        f"/targets/{STAYS}/{org_unit}/2025", json={"value": 100}, headers=headers
+    )
+    assert target.status_code == status, target.text
+    if status == 403:
+        assert org_unit in target.json()["detail"]
+
+
+async def test_a_pole_manager_without_a_pole_steers_nothing(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    response = await activity.post("/alert-rules", json=RULE, headers=auth("pole_manager", CHU))
+    assert response.status_code == 403

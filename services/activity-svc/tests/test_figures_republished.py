@@ -252,7 +252,7 @@ async def test_a_target_raised_above_the_figures_raises_the_target_alert_and_rep
 ) -> None:
     rule = await _cardiology_stays(database)
     url = "/targets/stays_full/CHU-CAR/2025"
-    headers = auth("pole_manager", CHU)
+    headers = auth("pole_manager", CHU, pole="CHU-MED")
 
     met = await activity.put(url, json={"value": 1200}, headers=headers)
     assert met.status_code == 201, met.text
@@ -395,7 +395,7 @@ async def test_a_new_rule_raises_its_alerts_at_once_on_the_last_twelve_months(
             "threshold_pct": 20,
             "direction": "below",
         },
-        headers=auth("pole_manager", CHU),
+        headers=auth("pole_manager", CHU, pole="CHU-IMG"),
     )
     assert created.status_code == 201, created.text
     rule = uuid.UUID(created.json()["id"])

@@ -138,7 +138,7 @@ async def test_a_target_of_an_unknown_indicator_or_org_unit_is_not_written(
 async def test_a_put_creates_a_target_then_replaces_it(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:
-    headers = auth("pole_manager", CHU)
+    headers = auth("pole_manager", CHU, pole="CHU-IMG")
     created = await activity.put(
         _url(), json={"value": 1200, "monthly_profile": FLAT}, headers=headers
     )
@@ -303,7 +303,8 @@ async def test_a_territory_target_is_for_territorial_principals_only(
 async def test_steering_roles_set_their_establishments_targets(
     activity: httpx.AsyncClient, auth: Headers, role: str
 ) -> None:
-    response = await activity.put(_url(), json={"value": 5}, headers=auth(role, CHU))
+    headers = auth(role, CHU, pole="CHU-IMG") if role == "pole_manager" else auth(role, CHU)
+    response = await activity.put(_url(), json={"value": 5}, headers=headers)
     assert response.status_code == 201, response.text
 
 

@@ -9,7 +9,9 @@
   own principals; the territory and its establishments for territorial principals only.
 - Targets and alert rules are steering decisions: ``activity:write`` or
   ``contracts:write`` (direction, chefs de pôle and cadres de gestion negotiate them),
-  and the org unit's establishment.
+  and the org unit's establishment; a chef de pôle or cadre de gestion (role
+  ``pole_manager`` alone) steers their own pôle (the token's ``pole``) and below only.
+  They read the whole establishment's figures, as the dialogue de gestion shares them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 """The answers of every route behind a token, for the routers' OpenAPI documents."""
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown resource."}}
+
+POLE_MANAGER = "pole_manager"
+_ESTABLISHMENT_WIDE = frozenset({"admin", "direction", "it_system"})
 
 READ = "activity:read"
 WRITE = "activity:write"
@@ -68,3 +73,10 @@ def ensure_may_read(principal: Principal, finess: str | None) -> None:
 def ensure_may_write(principal: Principal, finess: str | None) -> None:
     """Refuse (403) a write for an establishment, or for the territory (``finess`` None)."""
     ensure_may_read(principal, finess)
+
+
+def is_pole_bound(principal: Principal) -> bool:
+    """A chef de pôle or cadre de gestion with no establishment-wide role: their steering
+    is limited to their pôle."""
+    roles = set(principal.roles)
+    return POLE_MANAGER in roles and not roles & _ESTABLISHMENT_WIDE

@@ -15,9 +15,17 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Select, and_, literal_column, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read, ensure_may_write
+from activity_svc.access import (
+    AUTH_RESPONSES,
+    Reader,
+    Steerer,
+    ensure_may_read,
+    ensure_may_write,
+    is_pole_bound,
+)
 from activity_svc.errors import InvalidInput, TargetNotFound
 from activity_svc.indicators.changes import evaluate_new_rule, publish_target_changes
 from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
@@ -36,6 +44,7 @@ from activity_svc.steering.schemas import (
 from activity_svc.steering.targets import TargetChange, TargetSource
 from ght_shared.auth import Principal
 from ght_shared.db import SessionDep
+from ght_shared.errors import Forbidden
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {
@@ -190,7 +199,7 @@ async def put_target(
     response: Response,
 ) -> Target:
     unit = await _target_scope(session, indicator, org_unit)
-    ensure_may_write(principal, unit.finess)
+    await _ensure_may_steer(session, principal, unit.finess, unit.code)
     result = await targets.set_target(
         session,
         TargetChange(
@@ -223,7 +232,7 @@ async def delete_target(
     indicator: str, org_unit: str, year: PathYear, principal: Steerer, session: SessionDep
 ) -> Response:
     unit = await _target_scope(session, indicator, org_unit)
-    ensure_may_write(principal, unit.finess)
+    await _ensure_may_steer(session, principal, unit.finess, unit.code)
     await targets.delete_target(session, indicator, org_unit, year, principal)
     await publish_target_changes(session, [(indicator, org_unit, year)])
     return Response(status_code=204)
@@ -245,7 +254,7 @@ async def create_alert_rule(
 ) -> AlertRule:
     targets.indicator_of(body.indicator)
     unit = await targets.org_unit_of(session, body.org_unit)
-    ensure_may_write(principal, unit.finess)
+    await _ensure_may_steer(session, principal, unit.finess, unit.code)
     rule = await alerts.create_rule(
         session,
         RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
@@ -312,12 +321,31 @@ async def delete_alert_rule(
 ) -> Response:
     rule = await alerts.active_rule(session, rule_id)
     unit = await targets.org_unit_of(session, rule.org_unit)
-    ensure_may_write(principal, unit.finess)
+    await _ensure_may_steer(session, principal, unit.finess, unit.code)
     await alerts.deactivate_rule(session, rule, principal, unit.finess)
     return Response(status_code=204)
 
 
 # --- alerts --------------------------------------------------------------------------
+
+
+async def _ensure_may_steer(
+    session: AsyncSession, principal: Principal, finess: str | None, org_unit: str
+) -> None:
+    """Refuse (403) a steering write on ``org_unit``: its establishment's principals may;
+    a chef de pôle or cadre de gestion, on their own pôle and what is below it only."""
+    ensure_may_write(principal, finess)
+    if not is_pole_bound(principal):
+        return
+    if principal.pole is not None:
+        pole = _subtree(principal.pole).subquery()
+        if await session.scalar(select(pole.c.code).where(pole.c.code == org_unit).limit(1)):
+            return
+    raise Forbidden(
+        f"A pôle manager steers their own pôle ({principal.pole or 'none in the token'})"
+        f" and what is below it: {org_unit} is not in it.",
+        org_unit=org_unit,
+    )
 
 
 def _subtree(root: str) -> Select[Any]:
@@ -399,7 +427,7 @@ async def list_alerts(
 )
 async def acknowledge_alert(alert_id: uuid.UUID, principal: Steerer, session: SessionDep) -> Alert:
     alert = await alerts.alert_of(session, alert_id)
-    ensure_may_write(principal, alert.finess)
+    await _ensure_may_steer(session, principal, alert.finess, alert.org_unit)
     return await alerts.acknowledge_alert(session, alert, principal)
 
 
