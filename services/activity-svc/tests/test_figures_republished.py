@@ -307,17 +307,19 @@ async def test_the_same_target_again_republishes_nothing(
     assert await _events(database, INDICATOR_UPDATED) == before
 
 
-async def test_a_removed_target_republishes_the_figures_without_it(
+async def test_a_removed_target_republishes_the_figures_without_it_and_clears_its_alerts(
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     await _cardiology_stays(database)
     url = "/targets/stays_full/CHU-CAR/2025"
     headers = auth("direction", CHU)
-    await activity.put(url, json={"value": 1200}, headers=headers)
+    await activity.put(url, json={"value": 2400}, headers=headers)
+    assert {a.status for a in await _alerts(database)} == {"open"}
     assert (await activity.delete(url, headers=headers)).status_code == 204
     events = await _events(database, INDICATOR_UPDATED)
     assert len(events) == 6
     assert {e.data["target"] for e in events[3:]} == {None}
+    assert {a.status for a in await _alerts(database)} == {"cleared"}
 
 
 async def test_a_target_of_a_year_without_figures_publishes_nothing(

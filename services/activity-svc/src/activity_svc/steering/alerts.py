@@ -303,10 +303,9 @@ async def evaluate_alerts(
     for figure in figures:
         for rule in watching.get((figure.org_unit, figure.indicator), ()):
             deviation = deviation_of(figure, rule.basis)
-            if deviation is None:
-                continue
             key = (rule.id, figure.org_unit, figure.period)
-            if not breaches(deviation.pct, rule.threshold_pct, rule.direction):
+            # No reference any more (a target removed): nothing to be alerted about.
+            if deviation is None or not breaches(deviation.pct, rule.threshold_pct, rule.direction):
                 within.add(key)
                 raised.pop(key, None)
                 continue
