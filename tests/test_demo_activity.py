@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from ght_gateway import demo
-from ght_gateway.roles import Role
+from ght_shared.auth import Role
 from ght_shared.identifiers import is_finess
 
 

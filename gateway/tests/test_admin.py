@@ -203,12 +203,12 @@ async def test_every_request_is_in_the_access_log_which_pages_with_filters(gatew
     older = (
         await gateway.get(
             "/admin/audit",
-            params={"principal": "direction.chu", "limit": 2, "before_id": page["next_before_id"]},
+            params={"principal": "direction.chu", "limit": 2, "cursor": page["next_cursor"]},
             headers=admin,
         )
     ).json()
     assert len(older["items"]) == 1
-    assert older["next_before_id"] is None
+    assert older["next_cursor"] is None
     refused = (await gateway.get("/admin/audit", params={"status": 401}, headers=admin)).json()
     assert [item["principal"] for item in refused["items"]] == [None]
 

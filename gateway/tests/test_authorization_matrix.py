@@ -14,8 +14,8 @@ import pytest
 from gateway_testing import bearer, client_token, password_token
 from routing_servers import GatewayServer, UvicornProcess
 
-from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Upstreams
+from ght_shared.auth import SERVICES
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 

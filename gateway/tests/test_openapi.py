@@ -13,8 +13,8 @@ import schemathesis
 from routing_servers import GatewayServer, ServiceStack, dead_url
 
 from ght_gateway.openapi import GATEWAY_BEARER, merge_documents
-from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Upstreams
+from ght_shared.auth import SERVICES
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 

@@ -13,8 +13,8 @@ from routing_servers import (
     dead_url,
 )
 
-from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Upstreams
+from ght_shared.auth import SERVICES
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ght_gateway.roles import ROLE_SCOPES, Role, establishment_rule_violation, route_scopes
+from ght_gateway.roles import establishment_rule_violation, route_scopes
+from ght_shared.auth import ROLE_SCOPES, Role
 
 ROLES_DOC = Path(__file__).parents[2] / "docs/roles.md"
 

@@ -30,9 +30,9 @@ from routing_servers import (
 
 from ght_gateway import proxy
 from ght_gateway.proxy import timeout_for, without_hop_by_hop
-from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Settings, Upstreams
 from ght_gateway.upstream import BreakerState, CircuitBreaker, Permit, Upstream
+from ght_shared.auth import SERVICES
 from ght_shared.errors import install_error_handlers
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")

@@ -21,8 +21,8 @@ from gateway_testing import DEMO_PASSWORD, bearer, client_token, password_token
 from sqlalchemy import func, select
 
 from ght_gateway.models import LoginAttempt
-from ght_gateway.roles import Role, scopes_for
 from ght_gateway.settings import RateLimit, Settings
+from ght_shared.auth import Role, scopes_for
 from ght_shared.db import Database
 
 

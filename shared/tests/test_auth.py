@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import httpx
 import jwt
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -30,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import (
 from fastapi import APIRouter, Depends
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from pydantic_settings import SettingsConfigDict
+from sqlalchemy import ARRAY
+from sqlalchemy.dialects import postgresql
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,10 +41,14 @@ from starlette.routing import Route
 from ght_shared import auth
 from ght_shared.app import ServiceParts, create_service_app
 from ght_shared.auth import (
+    READ_ALL,
+    ROLE_SCOPES,
     Principal,
     TokenVerifier,
     ensure_establishment,
+    readable_by,
     require_scope,
+    scopes_for,
 )
 from ght_shared.errors import PROBLEM_JSON, ServiceUnavailable, Unauthenticated
 from ght_shared.settings import ServiceSettings
@@ -577,3 +584,79 @@ class TestAWriteRoute:
             response = await client.post(f"/establishments/{finess}/things", headers=_bearer(token))
             assert response.status_code == 201, response.text
             assert response.json()["finess"] == finess
+
+
+@router.put("/establishments/{finess}/steering")
+async def steer(
+    finess: str,
+    principal: Annotated[Principal, Depends(require_scope("things:write", "plans:write"))],
+) -> dict[str, str]:
+    return {"finess": finess, "by": principal.sub}
+
+
+class TestARouteAcceptingSeveralScopes:
+    @pytest.mark.parametrize("scope", ["things:write", "plans:write", "things:read plans:write"])
+    async def test_any_one_of_them_lets_through(self, client, make_token, scope):
+        token = make_token(scope=scope, establishments=[OURS])
+        response = await client.put(f"/establishments/{OURS}/steering", headers=_bearer(token))
+        assert response.status_code == 200, response.text
+
+    async def test_none_of_them_is_403_naming_them_all(self, client, make_token):
+        token = make_token(scope="things:read", establishments=[OURS])
+        response = await client.put(f"/establishments/{OURS}/steering", headers=_bearer(token))
+        body = _assert_problem(response, 403, "forbidden")
+        assert body["required_scope"] == ["things:write", "plans:write"]
+        assert "'things:write' or 'plans:write'" in body["detail"]
+
+    def test_the_dependency_names_its_scopes_for_tools_that_read_them(self):
+        check = require_scope("things:write", "plans:write")
+        assert check.required_scopes == ("things:write", "plans:write")  # type: ignore[attr-defined]
+
+    def test_a_dependency_asking_for_no_scope_cannot_be_built(self):
+        with pytest.raises(ValueError, match="at least one scope"):
+            require_scope()
+
+
+class TestTheRowFilterOfAPrincipal:
+    """``readable_by``: the rows of the establishments the principal acts for."""
+
+    table = sa.table("thing", sa.column("finess", sa.Text), sa.column("parties", ARRAY(sa.Text)))
+
+    def _sql(self, clause: Any) -> str:
+        return str(
+            clause.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        )
+
+    def test_a_territorial_principal_reads_every_row(self):
+        principal = Principal(sub="c", establishments=("*",))
+        assert self._sql(readable_by(principal, self.table.c.finess)) == "true"
+
+    def test_an_establishments_principal_reads_its_rows_only(self):
+        principal = Principal(sub="d", establishments=(OURS, THEIRS))
+        assert self._sql(readable_by(principal, self.table.c.finess)) == (
+            f"thing.finess IN ('{OURS}', '{THEIRS}')"
+        )
+
+    def test_on_an_array_of_establishments_any_one_of_them_is_enough(self):
+        principal = Principal(sub="d", establishments=(OURS,))
+        assert self._sql(readable_by(principal, self.table.c.parties)) == (
+            f"thing.parties && ARRAY['{OURS}']"
+        )
+
+    def test_a_principal_acting_for_no_establishment_reads_nothing(self):
+        principal = Principal(sub="nobody")
+        assert "IN" in self._sql(readable_by(principal, self.table.c.finess))
+
+
+class TestTheRoleTable:
+    def test_every_role_reads_every_service_and_writes_only_what_it_owns(self):
+        for role, scopes in ROLE_SCOPES.items():
+            assert scopes >= READ_ALL, role
+        assert scopes_for(["bed_manager", "staffing_coordinator"]) == READ_ALL | {
+            "beds:write",
+            "staffing:write",
+        }
+
+    def test_an_unknown_role_is_refused(self):
+        with pytest.raises(ValueError):
+            scopes_for(["janitor"])

@@ -12,7 +12,6 @@ from ght_gateway import identity
 from ght_gateway.models import AccessLogEntry, MachineClient, UserAccount
 from ght_gateway.runtime import gateway_of
 from ght_gateway.schemas import (
-    AccessLogPage,
     AccessLogRead,
     ClientCreate,
     ClientRead,
@@ -26,6 +25,7 @@ from ght_gateway.schemas import (
 from ght_gateway.security import AUTHENTICATED_RESPONSES, AdminPrincipal
 from ght_shared.audit import record_audit
 from ght_shared.db import SessionDep
+from ght_shared.pagination import Cursor, Page, decode_cursor
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such account."}}
 
@@ -185,7 +185,7 @@ async def rotate_keys(request: Request, admin: AdminPrincipal, session: SessionD
 @router.get(
     "/audit",
     summary="Page through the access log, newest first",
-    response_model=AccessLogPage,
+    response_model=Page[AccessLogRead],
 )
 async def access_log(
     request: Request,
@@ -197,9 +197,9 @@ async def access_log(
     request_id: Annotated[str | None, Query(max_length=128)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> AccessLogPage:
+    limit: Annotated[int, Query(ge=1, le=500, description="Entries per page.")] = 100,
+    cursor: Cursor = None,
+) -> Page[AccessLogRead]:
     await request.app.state.access_log.flush()  # what is queued is part of the answer
     query = select(AccessLogEntry).order_by(AccessLogEntry.id.desc()).limit(limit + 1)
     if principal is not None:
@@ -215,8 +215,8 @@ async def access_log(
         query = query.where(AccessLogEntry.at >= since)
     if until is not None:
         query = query.where(AccessLogEntry.at < until)
-    if before_id is not None:
+    if cursor is not None:
+        (before_id,) = decode_cursor(cursor, int)
         query = query.where(AccessLogEntry.id < before_id)
-    rows = list(await session.scalars(query))
-    items = [AccessLogRead.model_validate(row) for row in rows[:limit]]
-    return AccessLogPage(items=items, next_before_id=items[-1].id if len(rows) > limit else None)
+    rows = (await session.scalars(query)).all()
+    return Page.of(rows, limit, key=lambda row: (row.id,), read=AccessLogRead.model_validate)

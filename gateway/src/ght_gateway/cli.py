@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from pydantic import TypeAdapter, ValidationError
 
 from ght_gateway import identity
-from ght_gateway.roles import Role
 from ght_gateway.schemas import Password, Username
 from ght_gateway.settings import Settings
 from ght_shared.audit import record_audit
-from ght_shared.auth import TERRITORY
+from ght_shared.auth import TERRITORY, Role
 from ght_shared.db import Database
 from ght_shared.errors import DomainError
 

@@ -14,8 +14,7 @@ from sqlalchemy import select
 
 from ght_gateway.identity import hash_secret
 from ght_gateway.models import MachineClient, UserAccount
-from ght_gateway.roles import Role
-from ght_shared.auth import TERRITORY
+from ght_shared.auth import TERRITORY, Role
 from ght_shared.db import Database
 
 _log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ght_gateway.models import LoginAttempt, MachineClient, UserAccount
-from ght_gateway.roles import Role, establishment_rule_violation, scopes_for
+from ght_gateway.roles import establishment_rule_violation
 from ght_gateway.settings import Settings
+from ght_shared.auth import Role, scopes_for
 from ght_shared.errors import Conflict, DomainError, NotFound, TooManyRequests
 
 _log = logging.getLogger(__name__)

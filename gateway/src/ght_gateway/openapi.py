@@ -33,8 +33,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from ght_gateway.roles import SERVICES
 from ght_gateway.upstream import UpstreamError, Upstreams
+from ght_shared.auth import SERVICES
 
 _log = logging.getLogger(__name__)
 

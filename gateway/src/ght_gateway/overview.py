@@ -21,11 +21,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from ght_gateway.roles import SERVICES
 from ght_gateway.security import AUTHENTICATED_RESPONSES, require
 from ght_gateway.settings import Settings
 from ght_gateway.upstream import UpstreamBadResponse, UpstreamError, Upstreams, upstreams_of
-from ght_shared.auth import Principal
+from ght_shared.auth import SERVICES, Principal
 
 router = APIRouter(tags=["territory"])
 

@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
-from ght_gateway.roles import SERVICES, route_scopes
+from ght_gateway.roles import route_scopes
 from ght_gateway.security import GatewayPrincipal
 from ght_gateway.settings import Settings
 from ght_gateway.upstream import (
@@ -35,8 +35,7 @@ from ght_gateway.upstream import (
     trace_headers,
     upstreams_of,
 )
-from ght_shared.auth import Principal
-from ght_shared.errors import Forbidden
+from ght_shared.auth import SERVICES, Principal, ensure_scope
 
 _log = logging.getLogger(__name__)
 
@@ -114,12 +113,7 @@ async def _authorised(
     """The caller, if it holds the route's coarse scope (403 otherwise)."""
     path = request.path_params.get("path", "")
     scopes = route_scopes(service, request.method, "/" + path.lstrip("/"))
-    if not principal.scopes.intersection(scopes):
-        wanted = " or ".join(repr(s) for s in scopes)
-        raise Forbidden(
-            f"{request.method} on the {service} service needs the scope {wanted}.",
-            required_scope=scopes[0] if len(scopes) == 1 else list(scopes),
-        )
+    ensure_scope(principal, *scopes, action=f"{request.method} on the {service} service")
     return principal
 
 

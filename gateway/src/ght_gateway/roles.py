@@ -1,62 +1,25 @@
-"""Roles, the scopes they grant and the establishments they may act for: the one table.
+"""The gateway's rules on roles: which establishments and pôle each may act for, and the
+coarse scope each route asks for.
 
-``docs/roles.md`` is this table for readers; a test checks that both agree.
-The gateway checks a coarse scope per route; each service checks the fine
-rights again (scope and establishment ownership) on every write.
+The roles and the scopes they grant are the platform's (``ght_shared.auth.ROLE_SCOPES``);
+``docs/roles.md`` shows them, and a test checks that both agree.
+The gateway checks a coarse scope per route; each service checks the fine rights again
+(scope and establishment ownership) on every write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 
-from ght_shared.auth import TERRITORY
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    COMMISSION = "commission"
-    DIRECTION = "direction"
-    POLE_MANAGER = "pole_manager"
-    BED_MANAGER = "bed_manager"
-    STAFFING_COORDINATOR = "staffing_coordinator"
-    IT_SYSTEM = "it_system"
-
-
-SERVICES = ("contracts", "activity", "beds", "staffing")
-
-READ_ALL = frozenset(f"{service}:read" for service in SERVICES) | {"territory:read"}
-
-ROLE_SCOPES: dict[Role, frozenset[str]] = {
-    Role.ADMIN: READ_ALL
-    | {f"{service}:write" for service in SERVICES}
-    | {"contracts:approve", "admin"},
-    Role.COMMISSION: READ_ALL | {"contracts:approve"},
-    Role.DIRECTION: READ_ALL | {"contracts:write"},
-    Role.POLE_MANAGER: READ_ALL | {"contracts:write"},
-    Role.BED_MANAGER: READ_ALL | {"beds:write"},
-    Role.STAFFING_COORDINATOR: READ_ALL | {"staffing:write"},
-    Role.IT_SYSTEM: READ_ALL | {"activity:write", "beds:write", "staffing:write"},
-}
+from ght_shared.auth import TERRITORIAL_ROLES, TERRITORY, Role
 
 PERSON_ROLES = frozenset(Role) - {Role.IT_SYSTEM}
 """Roles a portal user may hold; ``it_system`` is for machine clients only."""
-
-TERRITORIAL_ROLES = frozenset({Role.ADMIN, Role.COMMISSION})
-"""Roles that act for the whole territory (establishments ``*``)."""
 
 ONE_ESTABLISHMENT_ROLES = frozenset(
     {Role.DIRECTION, Role.POLE_MANAGER, Role.BED_MANAGER, Role.IT_SYSTEM}
 )
 """Roles bound to exactly one establishment (FINESS)."""
-
-
-def scopes_for(roles: Iterable[str]) -> frozenset[str]:
-    """Every scope the roles grant together."""
-    granted: set[str] = set()
-    for role in roles:
-        granted |= ROLE_SCOPES[Role(role)]
-    return frozenset(granted)
 
 
 def scope_string(scopes: Iterable[str]) -> str:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from ght_gateway.roles import PERSON_ROLES, Role
-from ght_shared.auth import TERRITORY
+from ght_gateway.roles import PERSON_ROLES
+from ght_shared.auth import TERRITORY, Role
 from ght_shared.identifiers import Finess, is_finess
 from ght_shared.schemas import ReadModel, StrictModel
 
@@ -148,10 +148,3 @@ class AccessLogRead(ReadModel):
     duration_ms: float
     request_id: str | None
     client_ip: str | None
-
-
-class AccessLogPage(BaseModel):
-    items: list[AccessLogRead]
-    next_before_id: int | None = Field(
-        description="Pass it as `before_id` for the next (older) page; null on the last page."
-    )

@@ -15,8 +15,8 @@ from fastapi import Depends, Request
 
 from ght_gateway.ratelimit import Decision, TokenBuckets
 from ght_gateway.settings import RateLimit, Settings
-from ght_shared.auth import Principal, current_principal
-from ght_shared.errors import Forbidden, TooManyRequests
+from ght_shared.auth import Principal, current_principal, require_scope
+from ght_shared.errors import TooManyRequests
 
 
 class RateLimited(TooManyRequests):
@@ -71,16 +71,10 @@ AUTHENTICATED_RESPONSES: dict[int | str, dict[str, Any]] = {
 """The answers of every route behind :data:`GatewayPrincipal`, for the OpenAPI document."""
 
 
-def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency letting through only the principals holding ``scope`` (403 otherwise)."""
-
-    async def check(principal: GatewayPrincipal) -> Principal:
-        if not principal.has_scope(scope):
-            raise Forbidden(f"This needs the scope {scope!r}.", required_scope=scope)
-        return principal
-
-    check.__name__ = f"require_{scope.replace(':', '_')}"
-    return check
+def require(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency letting through the principals holding one of ``scopes``, within their
+    rate limit (401, 429, then 403)."""
+    return require_scope(*scopes, via=gateway_principal)
 
 
 AdminPrincipal = Annotated[Principal, Depends(require("admin"))]

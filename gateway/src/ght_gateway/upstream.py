@@ -54,8 +54,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from yarl import URL
 
-from ght_gateway.roles import SERVICES
 from ght_gateway.settings import Settings
+from ght_shared.auth import SERVICES
 from ght_shared.context import request_id_var, traceparent_var
 from ght_shared.errors import DomainError, NotFound
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
@@ -18,6 +19,9 @@ import jwt
 from fastapi import Depends, Request
 from jwt import PyJWK
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ARRAY, Boolean, ColumnElement, Text, true
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import QueryableAttribute
 
 from ght_shared.errors import Forbidden, ServiceUnavailable, Unauthenticated
 from ght_shared.settings import ServiceSettings
@@ -25,6 +29,49 @@ from ght_shared.settings import ServiceSettings
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
 TERRITORY = "*"
 VERIFIED_CACHE_SIZE = 10_000
+
+
+class Role(StrEnum):
+    """The roles of the platform's principals (docs/roles.md)."""
+
+    ADMIN = "admin"
+    COMMISSION = "commission"
+    DIRECTION = "direction"
+    POLE_MANAGER = "pole_manager"
+    BED_MANAGER = "bed_manager"
+    STAFFING_COORDINATOR = "staffing_coordinator"
+    IT_SYSTEM = "it_system"
+
+
+SERVICES = ("contracts", "activity", "beds", "staffing")
+"""The services behind the gateway, by the name of their API prefix and scopes."""
+
+READ_ALL = frozenset(f"{service}:read" for service in SERVICES) | {"territory:read"}
+
+ROLE_SCOPES: dict[Role, frozenset[str]] = {
+    Role.ADMIN: READ_ALL
+    | {f"{service}:write" for service in SERVICES}
+    | {"contracts:approve", "admin"},
+    Role.COMMISSION: READ_ALL | {"contracts:approve"},
+    Role.DIRECTION: READ_ALL | {"contracts:write"},
+    Role.POLE_MANAGER: READ_ALL | {"contracts:write"},
+    Role.BED_MANAGER: READ_ALL | {"beds:write"},
+    Role.STAFFING_COORDINATOR: READ_ALL | {"staffing:write"},
+    Role.IT_SYSTEM: READ_ALL | {"activity:write", "beds:write", "staffing:write"},
+}
+"""The scopes each role grants: the one table, which the gateway puts in its tokens,
+``docs/roles.md`` shows (a test keeps them equal) and the services' tests mint from."""
+
+TERRITORIAL_ROLES = frozenset({Role.ADMIN, Role.COMMISSION})
+"""Roles that act for the whole territory (establishments ``*``)."""
+
+
+def scopes_for(roles: Iterable[str]) -> frozenset[str]:
+    """Every scope the roles grant together."""
+    granted: set[str] = set()
+    for role in roles:
+        granted |= ROLE_SCOPES[Role(role)]
+    return frozenset(granted)
 
 
 class Principal(BaseModel):
@@ -226,16 +273,49 @@ async def current_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency that lets through only principals holding ``scope`` (403 otherwise)."""
+def ensure_scope(principal: Principal, *scopes: str, action: str = "This action") -> None:
+    """Refuse (403) a principal holding none of ``scopes``; the problem names them."""
+    if principal.scopes.isdisjoint(scopes):
+        wanted = " or ".join(repr(scope) for scope in scopes)
+        raise Forbidden(
+            f"{action} needs the scope {wanted}.",
+            required_scope=scopes[0] if len(scopes) == 1 else list(scopes),
+        )
 
-    async def check(principal: PrincipalDep) -> Principal:
-        if not principal.has_scope(scope):
-            raise Forbidden(f"This action needs the scope {scope!r}.", required_scope=scope)
+
+def require_scope(
+    *scopes: str, via: Callable[..., Awaitable[Principal]] = current_principal
+) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency letting through the principals holding one of ``scopes`` (403 otherwise).
+
+    ``via`` is the dependency giving the principal (the gateway's adds its rate limit).
+    The scopes are kept on the dependency (``required_scopes``) for tools that read them.
+    """
+    if not scopes:
+        raise ValueError("require_scope needs at least one scope")
+
+    # A default, not Annotated: the annotation would be a string naming a local.
+    async def check(principal: Principal = Depends(via)) -> Principal:  # noqa: B008
+        ensure_scope(principal, *scopes)
         return principal
 
-    check.__name__ = f"require_scope_{scope.replace(':', '_')}"
+    check.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
+    check.required_scopes = scopes  # type: ignore[attr-defined]
     return check
+
+
+def readable_by(
+    principal: Principal, column: ColumnElement[Any] | QueryableAttribute[Any]
+) -> ColumnElement[bool]:
+    """A row filter: the rows of the establishments ``principal`` acts for (all for a
+    territorial principal). ``column`` holds a FINESS, or an array of them (any one)."""
+    if principal.is_territorial:
+        return true()
+    finess = column.__clause_element__() if isinstance(column, QueryableAttribute) else column
+    if isinstance(finess.type, ARRAY):
+        wanted = postgresql.array(principal.establishments, type_=Text)
+        return finess.op("&&", return_type=Boolean)(wanted)
+    return finess.in_(principal.establishments)
 
 
 def ensure_establishment(principal: Principal, establishment: str) -> None:

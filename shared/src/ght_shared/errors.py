@@ -57,6 +57,23 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class InvalidInput(DomainError):
+    """A request that is well formed but breaks a rule (422), naming the field and the rule.
+
+    The body has the shape of a validation failure (``errors``: field, rule, message), so
+    a client reads both alike.
+    """
+
+    status = 422
+    code = "invalid_input"
+    title = "Invalid input"
+
+    def __init__(self, detail: str, *, field: str, rule: str, **extra: Any) -> None:
+        super().__init__(
+            detail, errors=[{"field": field, "rule": rule, "message": detail}], **extra
+        )
+
+
 class Unauthenticated(DomainError):
     status = 401
     code = "unauthenticated"

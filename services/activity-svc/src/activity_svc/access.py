@@ -16,12 +16,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends
 
-from ght_shared.auth import Principal, PrincipalDep, ensure_establishment, require_scope
+from ght_shared.auth import Principal, ensure_establishment, require_scope
 from ght_shared.errors import Forbidden
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -43,22 +42,9 @@ WRITE = "activity:write"
 STEER = ("activity:write", "contracts:write")
 
 
-def require_any_scope(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency that lets through principals holding one of ``scopes`` (403 otherwise)."""
-
-    async def check(principal: PrincipalDep) -> Principal:
-        if not principal.scopes.intersection(scopes):
-            wanted = " or ".join(repr(s) for s in scopes)
-            raise Forbidden(f"This action needs the scope {wanted}.", required_scope=list(scopes))
-        return principal
-
-    check.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
-    return check
-
-
 Reader = Annotated[Principal, Depends(require_scope(READ))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE))]
-Steerer = Annotated[Principal, Depends(require_any_scope(*STEER))]
+Steerer = Annotated[Principal, Depends(require_scope(*STEER))]
 
 
 def ensure_may_read(principal: Principal, finess: str | None) -> None:

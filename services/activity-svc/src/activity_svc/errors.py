@@ -3,19 +3,7 @@
 from __future__ import annotations
 
 from ght_shared.errors import Conflict, DomainError, NotFound
-
-
-class InvalidInput(DomainError):
-    """A request that is well formed but breaks a rule of the domain (422)."""
-
-    status = 422
-    code = "invalid_input"
-    title = "Invalid input"
-
-    def __init__(self, detail: str, *, field: str, rule: str, **extra: object) -> None:
-        super().__init__(
-            detail, errors=[{"field": field, "rule": rule, "message": detail}], **extra
-        )
+from ght_shared.errors import InvalidInput as InvalidInput  # the 422 naming a field and a rule
 
 
 class OrgUnitNotFound(NotFound):

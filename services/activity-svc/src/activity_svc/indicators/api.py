@@ -6,9 +6,6 @@ establishment, and the territory root's figures a territorial principal.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from datetime import date
 from typing import Annotated
@@ -30,7 +27,6 @@ from activity_svc.indicators.schemas import (
     IndicatorValues,
     OrgUnitFigures,
     OrgUnitRef,
-    RecordPage,
     RecordRead,
 )
 from activity_svc.indicators.values import (
@@ -45,6 +41,7 @@ from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
+from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 
 router = APIRouter(tags=["indicators"], responses=AUTH_RESPONSES)
 
@@ -234,37 +231,11 @@ async def dashboard(
     )
 
 
-def _encode_cursor(finess: str, source: str, source_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([finess, source, source_id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[str, str, str]:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, binascii.Error) as exc:
-        raise _bad_cursor() from exc
-    if not (isinstance(key, list) and len(key) == 3 and all(isinstance(k, str) for k in key)):
-        raise _bad_cursor()
-    finess, source, source_id = key
-    joined = finess + source + source_id
-    try:
-        joined.encode()  # PostgreSQL text holds neither lone surrogates nor NUL
-    except UnicodeEncodeError as exc:
-        raise _bad_cursor() from exc
-    if "\x00" in joined:
-        raise _bad_cursor()
-    return finess, source, source_id
-
-
-def _bad_cursor() -> InvalidInput:
-    return InvalidInput("cursor is not one this API gave.", field="cursor", rule="cursor")
-
-
 @router.get(
     "/indicators/{code}/records",
     responses=NOT_FOUND,
     summary="The records behind an indicator's value (drill-down), paged",
-    response_model=RecordPage,
+    response_model=Page[RecordRead],
 )
 async def indicator_records(
     principal: Reader,
@@ -273,15 +244,15 @@ async def indicator_records(
     org_unit: OrgUnitCode,
     period: Annotated[str, Query(description="The month, YYYY-MM.")],
     scope: ScopeQuery = Scope.AS_WAS,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=2000)] = None,
-) -> RecordPage:
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[RecordRead]:
     """The records of the indicator's kind and filter, of the units below the org unit
     that month (as it was, or in today's tree), ordered by their key (finess, source,
     source_id)."""
     indicator = _indicator(code)
     month = parse_month(period, "period")
-    after = _decode_cursor(cursor) if cursor is not None else None
+    after = decode_cursor(cursor, str, str, str) if cursor is not None else None
     unit = await readable_org_unit(session, principal, org_unit)
     membership = select(OrgUnitMembership.unit).where(OrgUnitMembership.ancestor == unit.code)
     if scope is Scope.AS_WAS:
@@ -307,14 +278,11 @@ async def indicator_records(
         query = query.where(
             tuple_(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id) > after
         )
-    records = list((await session.scalars(query)).all())
-    next_cursor = None
-    if len(records) > limit:
-        records = records[:limit]
-        last = records[-1]
-        next_cursor = _encode_cursor(last.finess, last.source, last.source_id)
-    return RecordPage(
-        items=[RecordRead.model_validate(r) for r in records], next_cursor=next_cursor
+    return Page.of(
+        (await session.scalars(query)).all(),
+        limit,
+        key=lambda r: (r.finess, r.source, r.source_id),
+        read=RecordRead.model_validate,
     )
 
 

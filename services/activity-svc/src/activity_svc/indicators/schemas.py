@@ -186,11 +186,6 @@ class RecordRead(ReadModel):
     received_at: datetime
 
 
-class RecordPage(BaseModel):
-    items: list[RecordRead]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
-
-
 class HeadlineFigure(BaseModel):
     """A headline indicator's year to date against the same period last year."""
 

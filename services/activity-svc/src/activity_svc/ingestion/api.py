@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import uuid
@@ -11,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer
@@ -23,18 +22,17 @@ from activity_svc.ingestion.imports import (
     run_import,
 )
 from activity_svc.ingestion.schemas import (
-    ImportPage,
     ImportRead,
     ImportReport,
     RecordBatch,
-    RejectionPage,
     RejectionRead,
 )
 from activity_svc.ingestion.staging import CsvStager, NdjsonStager, RecordsStager, Stager, gunzip
 from activity_svc.models import ImportRejection, RecordImport
 from activity_svc.settings import Settings
-from ght_shared.auth import Principal
+from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep, database_of
+from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 
 router = APIRouter(tags=["ingestion"], responses=AUTH_RESPONSES)
 
@@ -195,40 +193,20 @@ def _problem_entry(rejection: RejectionRead, file_format: ImportFormat) -> dict[
     }
 
 
-@router.get("/imports", response_model=ImportPage, summary="The imports, newest first")
+@router.get("/imports", response_model=Page[ImportRead], summary="The imports, newest first")
 async def list_imports(
     session: SessionDep,
     principal: Reader,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-) -> ImportPage:
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[ImportRead]:
     query = select(RecordImport).order_by(RecordImport.created_at.desc(), RecordImport.id.desc())
-    if not principal.is_territorial:
-        query = query.where(RecordImport.establishments.overlap(list(principal.establishments)))
-    if cursor:
-        at, ident = _decode_cursor(cursor)
-        query = query.where(
-            (RecordImport.created_at < at)
-            | ((RecordImport.created_at == at) & (RecordImport.id < ident))
-        )
+    query = query.where(readable_by(principal, RecordImport.establishments))
+    if cursor is not None:
+        after = decode_cursor(cursor, datetime, uuid.UUID)
+        query = query.where(tuple_(RecordImport.created_at, RecordImport.id) < tuple_(*after))
     rows = (await session.scalars(query.limit(limit + 1))).all()
-    items = [ImportRead.model_validate(r) for r in rows[:limit]]
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return ImportPage(items=items, next_cursor=next_cursor)
-
-
-def _encode_cursor(last: RecordImport) -> str:
-    raw = f"{last.created_at.isoformat()}|{last.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, ident = raw.split("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("Not a cursor of this list.", field="cursor", rule="cursor") from exc
+    return Page.of(rows, limit, key=lambda r: (r.created_at, r.id), read=ImportRead.model_validate)
 
 
 async def _readable_import(
@@ -267,7 +245,7 @@ async def get_import(import_id: uuid.UUID, session: SessionDep, principal: Reade
 
 @router.get(
     "/imports/{import_id}/rejections",
-    response_model=RejectionPage,
+    response_model=Page[RejectionRead],
     summary="An import's rejected rows (JSON, or CSV with Accept: text/csv)",
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **NOT_FOUND},
 )
@@ -276,10 +254,8 @@ async def get_rejections(
     request: Request,
     session: SessionDep,
     principal: Reader,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    cursor: Annotated[
-        int | None, Query(ge=0, description="Last line of the previous page.")
-    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Rows per page (JSON).")] = 1000,
+    cursor: Cursor = None,
 ) -> Any:
     await _readable_import(session, principal, import_id)
     wants_csv = "text/csv" in request.headers.get("accept", "")
@@ -289,7 +265,8 @@ async def get_rejections(
         .order_by(ImportRejection.line)
     )
     if cursor is not None:
-        query = query.where(ImportRejection.line > cursor)
+        (after,) = decode_cursor(cursor, int)
+        query = query.where(ImportRejection.line > after)
     if wants_csv:
         rows = (await session.scalars(query)).all()
         out = io.StringIO()
@@ -303,7 +280,4 @@ async def get_rejections(
             headers={"Content-Disposition": f'attachment; filename="rejections-{import_id}.csv"'},
         )
     rows = (await session.scalars(query.limit(limit + 1))).all()
-    items = [RejectionRead.model_validate(r) for r in rows[:limit]]
-    return RejectionPage(
-        items=items, next_cursor=str(rows[limit - 1].line) if len(rows) > limit else None
-    )
+    return Page.of(rows, limit, key=lambda r: (r.line,), read=RejectionRead.model_validate)

@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from activity_svc.ingestion.fields import MAX_TEXT
 from ght_shared.identifiers import Finess
@@ -139,13 +139,3 @@ class ImportReport(ImportRead):
     """An import with its first rejected rows (all of them: `GET /imports/{id}/rejections`)."""
 
     rejections: list[RejectionRead] = Field(default_factory=list)
-
-
-class RejectionPage(BaseModel):
-    items: list[RejectionRead]
-    next_cursor: str | None
-
-
-class ImportPage(BaseModel):
-    items: list[ImportRead]
-    next_cursor: str | None

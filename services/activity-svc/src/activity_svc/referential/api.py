@@ -8,9 +8,6 @@ of a unit's installed beds also the occupancy figures it changes.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections import defaultdict
 from datetime import date
 from typing import Annotated, Any
@@ -32,7 +29,6 @@ from activity_svc.referential.schemas import (
     OrgUnitCreate,
     OrgUnitHistory,
     OrgUnitNode,
-    OrgUnitPage,
     OrgUnitRead,
     OrgUnitVersionRead,
     OrgUnitWrite,
@@ -50,6 +46,7 @@ from ght_shared.auth import Principal
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
 from ght_shared.outbox import add_events
+from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 
 router = APIRouter(
     prefix="/org-units",
@@ -85,7 +82,7 @@ _TERRITORIAL_KINDS = frozenset({OrgUnitKind.TERRITORY, OrgUnitKind.ESTABLISHMENT
 # --- reads ----------------------------------------------------------------------------
 
 
-@router.get("", summary="List org units as they were on a day", response_model=OrgUnitPage)
+@router.get("", summary="List org units as they were on a day", response_model=Page[OrgUnitRead])
 async def list_org_units(
     _: Reader,
     session: SessionDep,
@@ -108,11 +105,9 @@ async def list_org_units(
     include_inactive: Annotated[
         bool, Query(description="Also the org units closed (inactive) on that day.")
     ] = False,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
-    ] = None,
-) -> OrgUnitPage:
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[OrgUnitRead]:
     day = at or today()
     query = _units_on(day, include_inactive)
     if kind is not None:
@@ -130,11 +125,10 @@ async def list_org_units(
             )
         )
     if cursor is not None:
-        query = query.where(OrgUnit.code > _decode_cursor(cursor))
+        (after,) = decode_cursor(cursor, str)
+        query = query.where(OrgUnit.code > after)
     rows = (await session.execute(query.order_by(OrgUnit.code).limit(limit + 1))).all()
-    items = [_read(unit, version, beds) for unit, version, beds in rows[:limit]]
-    next_cursor = _encode_cursor(items[-1].code) if len(rows) > limit else None
-    return OrgUnitPage(items=items, next_cursor=next_cursor)
+    return Page.of(rows, limit, key=lambda row: (row[0].code,), read=lambda row: _read(*row))
 
 
 @router.get("/{code}", summary="One org unit", response_model=OrgUnitRead, responses=_NOT_FOUND)
@@ -483,21 +477,3 @@ def _changes(previous: OrgUnitVersion | None, version: OrgUnitVersion) -> list[s
     if not previous.active and version.active:
         changes.append("reactivated")
     return changes
-
-
-def _encode_cursor(code: str) -> str:
-    return base64.urlsafe_b64encode(code.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        code = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        code = ""
-    if not re.fullmatch(CODE_PATTERN, code):
-        raise InvalidInput(
-            "The cursor is not one this API gave: pass next_cursor as it came.",
-            field="cursor",
-            rule="cursor",
-        )
-    return code

@@ -97,13 +97,6 @@ class OrgUnitRead(BaseModel):
     installed_beds: int | None = Field(description="Installed beds on the day asked (units).")
 
 
-class OrgUnitPage(BaseModel):
-    items: list[OrgUnitRead]
-    next_cursor: str | None = Field(
-        description="Pass it as `cursor` to read the next page; null on the last page."
-    )
-
-
 class OrgUnitNode(OrgUnitRead):
     """An org unit and, nested, the org units below it on the day asked."""
 

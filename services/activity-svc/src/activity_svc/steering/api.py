@@ -7,12 +7,10 @@ rule is evaluated at once on the figures already there.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Select, and_, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,25 +24,23 @@ from activity_svc.access import (
     ensure_may_write,
     is_pole_bound,
 )
-from activity_svc.errors import InvalidInput, TargetNotFound
+from activity_svc.errors import TargetNotFound
 from activity_svc.indicators.changes import evaluate_new_rule, publish_target_changes
 from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
 from activity_svc.steering import alerts, targets
 from activity_svc.steering.alerts import AlertStatus, RuleSpec
 from activity_svc.steering.schemas import (
-    AlertPage,
     AlertRead,
     AlertRuleCreate,
-    AlertRulePage,
     AlertRuleRead,
-    TargetPage,
     TargetPut,
     TargetRead,
 )
 from activity_svc.steering.targets import TargetChange, TargetSource
-from ght_shared.auth import Principal
+from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep
 from ght_shared.errors import Forbidden
+from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {
@@ -55,46 +51,8 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(responses=AUTH_RESPONSES)
 
-Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page.")]
-Cursor = Annotated[str | None, Query(max_length=500, description="From the previous page.")]
 Year = Annotated[int, Query(ge=targets.FIRST_YEAR, le=targets.LAST_YEAR)]
 PathYear = Annotated[int, Path(ge=targets.FIRST_YEAR, le=targets.LAST_YEAR)]
-
-
-# --- keyset pagination ---------------------------------------------------------------
-
-
-def _encode_cursor(*key: Any) -> str:
-    parts = [part.isoformat() if isinstance(part, datetime) else part for part in key]
-    raw = orjson.dumps([str(p) if isinstance(p, uuid.UUID) else p for p in parts])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, arity: int) -> list[Any]:
-    try:
-        key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError as exc:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
-        raise _bad_cursor() from exc
-    if not isinstance(key, list) or len(key) != arity:
-        raise _bad_cursor()
-    return key
-
-
-def _is_code(value: Any) -> bool:
-    return isinstance(value, str) and "\x00" not in value
-
-
-def _bad_cursor() -> InvalidInput:
-    return InvalidInput(
-        "This cursor was not given by a previous page.", field="cursor", rule="cursor"
-    )
-
-
-def _visible(query: Select[Any], principal: Principal, finess_of: Any) -> Select[Any]:
-    """Keep the rows of the establishments the principal acts for (all: territorial)."""
-    if principal.is_territorial:
-        return query
-    return query.where(finess_of.in_(principal.establishments))
 
 
 # --- targets -------------------------------------------------------------------------
@@ -104,7 +62,7 @@ def _visible(query: Select[Any], principal: Principal, finess_of: Any) -> Select
     "/targets",
     tags=["targets"],
     summary="List targets",
-    response_model=TargetPage,
+    response_model=Page[TargetRead],
     responses=_UNKNOWN,
 )
 async def list_targets(
@@ -115,7 +73,7 @@ async def list_targets(
     year: Year | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> TargetPage:
+) -> Page[TargetRead]:
     query = select(Target).join(OrgUnit, OrgUnit.code == Target.org_unit)
     if indicator is not None:
         targets.indicator_of(indicator)
@@ -125,26 +83,18 @@ async def list_targets(
         ensure_may_read(principal, unit.finess)
         query = query.where(Target.org_unit == org_unit)
     else:
-        query = _visible(query, principal, OrgUnit.finess)
+        query = query.where(readable_by(principal, OrgUnit.finess))
     if year is not None:
         query = query.where(Target.year == year)
     order = (Target.org_unit, Target.indicator, Target.year)
     if cursor is not None:
-        after = _decode_cursor(cursor, 3)
-        if not (
-            _is_code(after[0])
-            and _is_code(after[1])
-            and isinstance(after[2], int)
-            and targets.FIRST_YEAR <= after[2] <= targets.LAST_YEAR
-        ):
-            raise _bad_cursor()
-        query = query.where(tuple_(*order) > tuple_(*after))
-    rows = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
-    page = rows[:limit]
-    last = page[-1] if len(rows) > limit else None
-    return TargetPage(
-        items=[TargetRead.model_validate(t) for t in page],
-        next_cursor=_encode_cursor(last.org_unit, last.indicator, last.year) if last else None,
+        query = query.where(tuple_(*order) > tuple_(*decode_cursor(cursor, str, str, int)))
+    rows = (await session.scalars(query.order_by(*order).limit(limit + 1))).all()
+    return Page.of(
+        rows,
+        limit,
+        key=lambda t: (t.org_unit, t.indicator, t.year),
+        read=TargetRead.model_validate,
     )
 
 
@@ -269,7 +219,7 @@ async def create_alert_rule(
     "/alert-rules",
     tags=["alerts"],
     summary="List the active alert rules",
-    response_model=AlertRulePage,
+    response_model=Page[AlertRuleRead],
     responses=_UNKNOWN,
 )
 async def list_alert_rules(
@@ -279,7 +229,7 @@ async def list_alert_rules(
     indicator: str | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> AlertRulePage:
+) -> Page[AlertRuleRead]:
     query = (
         select(AlertRule).join(OrgUnit, OrgUnit.code == AlertRule.org_unit).where(AlertRule.active)
     )
@@ -291,21 +241,13 @@ async def list_alert_rules(
         ensure_may_read(principal, unit.finess)
         query = query.where(AlertRule.org_unit == org_unit)
     else:
-        query = _visible(query, principal, OrgUnit.finess)
+        query = query.where(readable_by(principal, OrgUnit.finess))
+    order = (AlertRule.created_at, AlertRule.id)
     if cursor is not None:
-        created_at, rule_id = _decode_cursor(cursor, 2)
-        query = query.where(
-            tuple_(AlertRule.created_at, AlertRule.id)
-            > tuple_(_cursor_time(created_at), _cursor_uuid(rule_id))
-        )
-    rows = list(
-        await session.scalars(query.order_by(AlertRule.created_at, AlertRule.id).limit(limit + 1))
-    )
-    page = rows[:limit]
-    last = page[-1] if len(rows) > limit else None
-    return AlertRulePage(
-        items=[AlertRuleRead.model_validate(r) for r in page],
-        next_cursor=_encode_cursor(last.created_at, last.id) if last else None,
+        query = query.where(tuple_(*order) > tuple_(*decode_cursor(cursor, datetime, uuid.UUID)))
+    rows = (await session.scalars(query.order_by(*order).limit(limit + 1))).all()
+    return Page.of(
+        rows, limit, key=lambda r: (r.created_at, r.id), read=AlertRuleRead.model_validate
     )
 
 
@@ -368,7 +310,7 @@ def _subtree(root: str) -> Select[Any]:
     "/alerts",
     tags=["alerts"],
     summary="Raised alerts, newest first",
-    response_model=AlertPage,
+    response_model=Page[AlertRead],
     responses=_UNKNOWN,
 )
 async def list_alerts(
@@ -382,13 +324,13 @@ async def list_alerts(
     since: Annotated[datetime | None, Query(description="Raised at or after.")] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> AlertPage:
+) -> Page[AlertRead]:
     query = select(Alert)
     if org_unit is not None:
         unit = await targets.org_unit_of(session, org_unit)
         ensure_may_read(principal, unit.finess)
         query = query.where(Alert.org_unit.in_(_subtree(org_unit)))
-    query = _visible(query, principal, Alert.finess)
+    query = query.where(readable_by(principal, Alert.finess))
     if indicator is not None:
         targets.indicator_of(indicator)
         query = query.where(Alert.indicator == indicator)
@@ -397,22 +339,14 @@ async def list_alerts(
     if since is not None:
         query = query.where(Alert.raised_at >= _aware(since))
     if cursor is not None:
-        raised_at, alert_id = _decode_cursor(cursor, 2)
-        query = query.where(
-            tuple_(Alert.raised_at, Alert.id)
-            < tuple_(_cursor_time(raised_at), _cursor_uuid(alert_id))
-        )
-    rows = list(
+        after = decode_cursor(cursor, datetime, uuid.UUID)
+        query = query.where(tuple_(Alert.raised_at, Alert.id) < tuple_(*after))
+    rows = (
         await session.scalars(
             query.order_by(Alert.raised_at.desc(), Alert.id.desc()).limit(limit + 1)
         )
-    )
-    page = rows[:limit]
-    last = page[-1] if len(rows) > limit else None
-    return AlertPage(
-        items=[AlertRead.model_validate(a) for a in page],
-        next_cursor=_encode_cursor(last.raised_at, last.id) if last else None,
-    )
+    ).all()
+    return Page.of(rows, limit, key=lambda a: (a.raised_at, a.id), read=AlertRead.model_validate)
 
 
 @router.post(
@@ -433,17 +367,3 @@ async def acknowledge_alert(alert_id: uuid.UUID, principal: Steerer, session: Se
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _cursor_time(value: Any) -> datetime:
-    try:
-        return _aware(datetime.fromisoformat(value))
-    except (TypeError, ValueError) as exc:
-        raise _bad_cursor() from exc
-
-
-def _cursor_uuid(value: Any) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise _bad_cursor() from exc

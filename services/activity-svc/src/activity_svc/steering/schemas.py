@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BeforeValidator, Field
 
 from activity_svc.steering.alerts import AlertBasis, AlertDirection, AlertStatus
 from activity_svc.steering.targets import TargetSource
@@ -43,11 +43,6 @@ class TargetRead(ReadModel):
     updated_by: str
 
 
-class TargetPage(BaseModel):
-    items: list[TargetRead]
-    next_cursor: str | None
-
-
 class AlertRuleCreate(StrictModel):
     indicator: str = Field(min_length=1, max_length=100)
     org_unit: str = Field(
@@ -70,11 +65,6 @@ class AlertRuleRead(ReadModel):
     created_by: str
 
 
-class AlertRulePage(BaseModel):
-    items: list[AlertRuleRead]
-    next_cursor: str | None
-
-
 class AlertRead(ReadModel):
     id: uuid.UUID
     rule_id: uuid.UUID
@@ -89,8 +79,3 @@ class AlertRead(ReadModel):
     message: str
     status: AlertStatus
     raised_at: datetime
-
-
-class AlertPage(BaseModel):
-    items: list[AlertRead]
-    next_cursor: str | None
