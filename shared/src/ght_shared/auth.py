@@ -19,8 +19,7 @@ import jwt
 from fastapi import Depends, Request
 from jwt import PyJWK
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ARRAY, Boolean, ColumnElement, Text, true
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ARRAY, Boolean, ColumnElement, literal, true
 from sqlalchemy.orm import QueryableAttribute
 
 from ght_shared.errors import Forbidden, ServiceUnavailable, Unauthenticated
@@ -313,7 +312,7 @@ def readable_by(
         return true()
     finess = column.__clause_element__() if isinstance(column, QueryableAttribute) else column
     if isinstance(finess.type, ARRAY):
-        wanted = postgresql.array(principal.establishments, type_=Text)
+        wanted = literal(list(principal.establishments), type_=finess.type)
         return finess.op("&&", return_type=Boolean)(wanted)
     return finess.in_(principal.establishments)
 
