@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install run check-run test test-fast lint format bench clean-data clean
+.PHONY: help install run check-run test test-fast lint format events-doc bench clean-data clean
 
 help:
 	@echo "make run         start PostgreSQL, NATS, the four services and the gateway (Ctrl-C stops)"
@@ -49,6 +49,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+events-doc: install
+	$(PY) -m ght_shared.payloads.catalogue --write docs/events.md
 
 bench: install
 	$(PY) bench/run_all.py

@@ -45,12 +45,15 @@ from _kit import Component, Servers, StackError, print_report, servers, verdict
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
+from activity_svc.models import OrgUnitKind
+from activity_svc.referential.org_units import SaveOrgUnit, save_org_unit
 from activity_svc.settings import Settings
+from ght_shared.auth import TERRITORY, Principal
 from ght_shared.db import Database
 from ght_shared.devservers import free_port
 from ght_shared.migrations import upgrade
 
+BENCH_ADMINISTRATOR = Principal(sub="bench", roles=("admin",), establishments=(TERRITORY,))
 TARGET_RATE = 100_000.0  # records/s, upload → merged aggregates
 TARGET_RATIO = 0.5  # end-to-end rate / raw COPY rate of the same file
 TARGET_BATCH_S = 1.0  # 10 000-record batch → aggregates up to date
@@ -86,25 +89,25 @@ def _uf(shape: Shape, pole: int, department: int, unit: int) -> str:
     return str(1000 + (pole * departments + department) * units + unit)
 
 
-def territory(shapes: Sequence[Shape] = SHAPES, since: date = SINCE) -> list[OrgUnitChange]:
+def territory(shapes: Sequence[Shape] = SHAPES, since: date = SINCE) -> list[SaveOrgUnit]:
     """One establishment of ``ESTABLISHMENTS`` per shape (by default 4 x 5 pôles x 3
     departments x 4 units, UF codes 1000-1059 each), every node valid from ``since``."""
-    nodes = [OrgUnitChange("GHT", OrgUnitKind.TERRITORY, "GHT", None, since)]
+    nodes = [SaveOrgUnit("GHT", OrgUnitKind.TERRITORY, "GHT", None, since)]
     for e, (finess, shape) in enumerate(zip(ESTABLISHMENTS, shapes, strict=False)):
         poles, departments, units = shape
-        nodes.append(OrgUnitChange(finess, OrgUnitKind.ESTABLISHMENT, f"E{e}", "GHT", since))
+        nodes.append(SaveOrgUnit(finess, OrgUnitKind.ESTABLISHMENT, f"E{e}", "GHT", since))
         for p in range(poles):
             pole = f"E{e}-P{p}"
-            nodes.append(OrgUnitChange(pole, OrgUnitKind.POLE, pole, finess, since))
+            nodes.append(SaveOrgUnit(pole, OrgUnitKind.POLE, pole, finess, since))
             for d in range(departments):
                 department = f"{pole}-D{d}"
                 nodes.append(
-                    OrgUnitChange(department, OrgUnitKind.DEPARTMENT, department, pole, since)
+                    SaveOrgUnit(department, OrgUnitKind.DEPARTMENT, department, pole, since)
                 )
                 for u in range(units):
                     uf = _uf(shape, p, d, u)
                     nodes.append(
-                        OrgUnitChange(
+                        SaveOrgUnit(
                             f"E{e}-UF{uf}",
                             OrgUnitKind.UNIT,
                             f"Unit {uf}",
@@ -230,7 +233,7 @@ def batch_records(count: int, batch: int) -> list[dict[str, object]]:
 
 
 async def prepare_database(
-    srv: Servers, name: str = DATABASE, nodes: Sequence[OrgUnitChange] | None = None
+    srv: Servers, name: str = DATABASE, nodes: Sequence[SaveOrgUnit] | None = None
 ) -> str:
     """A fresh, migrated database ``name`` holding the territory ``nodes`` (the default
     one when None); its URL."""
@@ -246,7 +249,7 @@ async def prepare_database(
     try:
         async with database.transaction() as session:
             for node in territory() if nodes is None else nodes:
-                await upsert_org_unit(session, node, "bench")
+                await save_org_unit(session, BENCH_ADMINISTRATOR, node)
     finally:
         await database.dispose()
     return url

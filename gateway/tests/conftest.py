@@ -12,16 +12,28 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from gateway_testing import ALEMBIC_INI, DEMO_PASSWORD
 from routing_servers import ServiceStack, UvicornProcess, echo_process, start_service_stack
 
 from ght_gateway.main import create_app
 from ght_gateway.settings import Settings
+from ght_shared.testing.apps import app_fixtures
 from ght_shared.testing.plugin import PostgresHandle, running_app
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 GatewaySettingsFactory = Callable[..., Awaitable[Settings]]
+
+
+GATEWAY_TEST_SETTINGS: dict[str, Any] = {
+    "demo": True,
+    "demo_password": DEMO_PASSWORD,
+    "jwt_public_key": None,  # the gateway verifies with its own keys
+}
+
+gateway_settings, gateway_app, gateway = app_fixtures(
+    "gateway", create_app, Settings, ALEMBIC_INI, **GATEWAY_TEST_SETTINGS
+)
+"""``gateway`` is an HTTP client bound to a running demo gateway (lifespan entered)."""
 
 
 @pytest.fixture(scope="session")
@@ -29,33 +41,12 @@ def make_gateway_settings(make_settings: Any) -> GatewaySettingsFactory:
     """``await make_gateway_settings(upstreams=...)``: demo gateway settings on a fresh database."""
 
     async def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "demo": True,
-            "demo_password": DEMO_PASSWORD,
-            "jwt_public_key": None,  # the gateway verifies with its own keys
-        }
-        values.update(overrides)
-        settings: Settings = await make_settings(Settings, ALEMBIC_INI, **values)
+        settings: Settings = await make_settings(
+            Settings, ALEMBIC_INI, **{**GATEWAY_TEST_SETTINGS, **overrides}
+        )
         return settings
 
     return build
-
-
-@pytest.fixture
-async def gateway_settings(make_gateway_settings: GatewaySettingsFactory) -> Settings:
-    return await make_gateway_settings()
-
-
-@pytest.fixture
-def gateway_app(gateway_settings: Settings) -> FastAPI:
-    return create_app(gateway_settings)
-
-
-@pytest.fixture
-async def gateway(gateway_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client bound to a running gateway (lifespan entered, no network)."""
-    async with running_app(gateway_app) as client:
-        yield client
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,23 @@ async def overview(request: Request) -> JSONResponse:
     )
 
 
+STEERING_SCOPES = ["beds:write", "contracts:write"]
+
+
+async def openapi(request: Request) -> JSONResponse:
+    """An OpenAPI document as a service's is, declaring the scopes of one route
+    (``x-required-scopes``, which the gateway reads); not counted among the requests."""
+    return JSONResponse(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "echo", "version": "1"},
+            "paths": {
+                "/steering/{item}": {"put": {"x-required-scopes": STEERING_SCOPES, "responses": {}}}
+            },
+        }
+    )
+
+
 app = Starlette(
     routes=[
         Route("/health/live", live),
@@ -148,6 +165,7 @@ app = Starlette(
         Route("/imports/slow", slow),
         Route("/hop", hop),
         Route("/overview", overview),
+        Route("/openapi.json", openapi),
         Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
     ]
 )

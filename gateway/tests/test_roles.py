@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ght_gateway.roles import establishment_rule_violation, route_scopes
+from ght_gateway.roles import establishment_rule_violation
+from ght_gateway.scopes import ScopeTable, default_scopes
 from ght_shared.auth import ROLE_SCOPES, Role
 
 ROLES_DOC = Path(__file__).parents[2] / "docs/roles.md"
@@ -53,19 +54,54 @@ def test_roles_go_with_the_establishments_they_act_for(roles, establishments, po
 
 
 def test_the_gateway_asks_read_for_safe_methods_and_write_for_the_others():
-    assert route_scopes("beds", "GET") == ("beds:read",)
-    assert route_scopes("beds", "HEAD") == ("beds:read",)
-    assert route_scopes("beds", "POST") == ("beds:write",)
-    assert route_scopes("staffing", "DELETE") == ("staffing:write",)
+    assert default_scopes("beds", "GET") == ("beds:read",)
+    assert default_scopes("beds", "HEAD") == ("beds:read",)
+    assert default_scopes("beds", "POST") == ("beds:write",)
+    assert default_scopes("staffing", "DELETE") == ("staffing:write",)
 
 
-def test_targets_and_alert_rules_are_steering_writes_open_to_contract_writers() -> None:
-    assert route_scopes("activity", "PUT", "/targets/stays_full/CHU-IMG/2026") == (
-        "activity:write",
-        "contracts:write",
-    )
-    assert route_scopes("activity", "POST", "/alerts/1/acknowledge") == (
-        "activity:write",
-        "contracts:write",
-    )
-    assert route_scopes("activity", "POST", "/records") == ("activity:write",)
+STEER = ["activity:write", "contracts:write"]
+DOCUMENT = {
+    "paths": {
+        "/targets": {"get": {"x-required-scopes": ["activity:read"]}},
+        "/targets/{indicator}/{org_unit}/{year}": {
+            "put": {"x-required-scopes": STEER},
+            "delete": {"x-required-scopes": STEER},
+            "get": {"x-required-scopes": ["activity:read"]},
+        },
+        "/alerts/{alert_id}/acknowledge": {"post": {"x-required-scopes": STEER}},
+        "/imports/{import_id}": {"get": {"x-required-scopes": ["activity:read"]}},
+        "/imports/latest": {"get": {"x-required-scopes": ["territory:read"]}},
+        "/{code}/notes": {"post": {"x-required-scopes": ["notes:write"]}},
+        "/records": {"post": {"x-required-scopes": ["activity:write"]}},
+        "/health/ready": {"get": {}},
+        "/broken": {
+            "post": {"x-required-scopes": "activity:write"},
+            "put": {"x-required-scopes": []},
+        },
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scopes"),
+    [
+        ("PUT", "/targets/stays_full/CHU-IMG/2026", tuple(STEER)),
+        ("put", "/targets/stays_full/CHU-IMG/2026", tuple(STEER)),
+        ("DELETE", "/targets/stays_full/CHU-IMG/2026", tuple(STEER)),
+        ("GET", "/targets/stays_full/CHU-IMG/2026", ("activity:read",)),
+        ("POST", "/alerts/6f1c/acknowledge", tuple(STEER)),
+        ("POST", "/records", ("activity:write",)),
+        ("GET", "/imports/latest", ("territory:read",)),  # a literal segment wins
+        ("GET", "/imports/0193f6c2", ("activity:read",)),
+        ("POST", "/CHU-IMG/notes", ("notes:write",)),  # a parameter first
+        ("PUT", "/targets/stays_full/CHU-IMG", None),  # a segment short
+        ("PUT", "/targets/stays_full/CHU-IMG/2026/extra", None),
+        ("POST", "/targets/stays_full/CHU-IMG/2026", None),  # not that method
+        ("GET", "/health/ready", None),  # nothing declared
+        ("POST", "/broken", None),  # not a list: ignored
+        ("PUT", "/broken", None),  # empty: ignored
+    ],
+)
+def test_a_service_document_declares_the_scopes_of_its_routes(method, path, scopes):
+    assert ScopeTable(DOCUMENT).scopes(method, path) == scopes

@@ -34,6 +34,7 @@ from ght_gateway.settings import Settings, Upstreams
 from ght_gateway.upstream import BreakerState, CircuitBreaker, Permit, Upstream
 from ght_shared.auth import SERVICES
 from ght_shared.errors import install_error_handlers
+from ght_shared.testing.plugin import wait_for
 
 pytestmark = pytest.mark.xdist_group("gateway-routing")
 
@@ -555,8 +556,45 @@ async def test_the_breaker_opens_after_repeated_failures_and_closes_once_the_ser
                 )
                 for outcome in ("200", "unreachable", "circuit_open")
             }
-            assert outcomes == {"200": 3, "unreachable": 3, "circuit_open": 1}
+            # 200: the three routed reads, and the service's OpenAPI document that the
+            # gateway read at its start for the scopes of the routes (scopes.py).
+            assert outcomes == {"200": 3 + 1, "unreachable": 3, "circuit_open": 1}
             scraped = (await client.get("/metrics")).text
             assert 'ght_upstream_breaker_state{upstream="beds"} 0.0' in scraped
     finally:
         service.stop()
+
+
+# -- the scopes a service declares -------------------------------------------------------------
+
+
+async def test_a_route_asks_for_the_scopes_its_service_declares_for_it(
+    base_settings: Settings, echo: UvicornProcess
+) -> None:
+    async with gateway(base_settings, **routed(beds=echo.url)) as (server, client):
+        documents = server.app.state.service_documents
+        await wait_for(lambda: documents.document("beds") is not None)
+        direction = await auth(client, "direction.chu")  # contracts:write, not beds:write
+        # The service declares that this route accepts contracts:write: it gets through.
+        passed = await client.put("/api/beds/steering/1", json={}, headers=direction)
+        assert passed.status_code == 200, passed.text
+        assert passed.json()["path"] == "/steering/1"
+        # The other writes of the service take its write scope only.
+        refused = await client.post("/api/beds/movements", json={}, headers=direction)
+        body = problem_of(refused, 403, "forbidden")
+        assert body["required_scope"] == "beds:write"
+        assert body["detail"].startswith("POST on the beds service")
+        commission = await auth(client, "commission")  # neither scope
+        body = problem_of(
+            await client.put("/api/beds/steering/1", json={}, headers=commission), 403, "forbidden"
+        )
+        assert body["required_scope"] == ["beds:write", "contracts:write"]
+
+
+async def test_without_the_services_document_the_gateway_asks_for_the_default_scope(
+    base_settings: Settings,
+) -> None:
+    async with gateway(base_settings, **routed()) as (_, client):  # no service reachable
+        direction = await auth(client, "direction.chu")
+        response = await client.put("/api/beds/steering/1", json={}, headers=direction)
+        assert problem_of(response, 403, "forbidden")["required_scope"] == "beds:write"

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ght_shared import auth
-from ght_shared.app import ServiceParts, create_service_app
+from ght_shared.app import ServiceParts, create_service_app, declare_route_scopes
 from ght_shared.auth import (
     READ_ALL,
     ROLE_SCOPES,
@@ -660,3 +660,26 @@ class TestTheRoleTable:
     def test_an_unknown_role_is_refused(self):
         with pytest.raises(ValueError):
             scopes_for(["janitor"])
+
+
+class TestTheScopesOfARouteInItsOpenAPIDocument:
+    async def test_each_route_declares_the_scopes_of_its_dependency(self, client):
+        document = (await client.get("/openapi.json")).json()
+        steering = document["paths"]["/establishments/{finess}/steering"]["put"]
+        assert steering["x-required-scopes"] == ["things:write", "plans:write"]
+        things = document["paths"]["/establishments/{finess}/things"]["post"]
+        assert things["x-required-scopes"] == ["things:write"]
+        assert "x-required-scopes" not in document["paths"]["/health/ready"]["get"]
+
+    def test_a_route_with_two_scope_dependencies_is_refused_at_start(self):
+        two = APIRouter()
+
+        @two.get("/both")
+        async def both(
+            a: Annotated[Principal, Depends(require_scope("a:read"))],
+            b: Annotated[Principal, Depends(require_scope("b:read"))],
+        ) -> None:
+            return None
+
+        with pytest.raises(ValueError, match="one scope dependency per route"):
+            declare_route_scopes(two)

@@ -12,6 +12,7 @@ from ght_gateway.access import RateLimitHeadersMiddleware, record_access
 from ght_gateway.openapi import install_merged_openapi
 from ght_gateway.ratelimit import TokenBuckets
 from ght_gateway.runtime import identity_lifespan
+from ght_gateway.scopes import route_scopes_lifespan
 from ght_gateway.settings import Settings
 from ght_gateway.upstream import upstreams_lifespan
 from ght_shared.app import ServiceParts, create_service_app
@@ -26,7 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title="gateway",
             description=ght_gateway.__doc__ or "",
             routers=(auth_api.router, admin_api.router, overview.router, feed.router, proxy.router),
-            lifespans=(identity_lifespan, feed.feed_lifespan, upstreams_lifespan),
+            lifespans=(
+                identity_lifespan,
+                feed.feed_lifespan,
+                upstreams_lifespan,
+                route_scopes_lifespan,
+            ),
             upload_paths=settings.upstream_import_prefixes,
             request_observers=(record_access,),
             middleware=(

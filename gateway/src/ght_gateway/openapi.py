@@ -60,8 +60,8 @@ _FETCH_TIMEOUT_S = 3.0
 
 _GATEWAY_ERRORS = {
     "401": "No valid bearer token (problem+json `unauthenticated`).",
-    "403": "The token lacks the route's scope, `<service>:read` or `<service>:write` "
-    "(problem+json `forbidden`).",
+    "403": "The token lacks the route's scope: one of its `x-required-scopes`, else "
+    "`<service>:read` or `<service>:write` (problem+json `forbidden`).",
     "429": "Rate limit of the caller exceeded (problem+json `rate_limited`, `Retry-After`).",
     "502": "The service's connection broke (problem+json `bad_gateway`).",
     "503": "The service cannot be reached or its breaker is open (problem+json "
@@ -266,6 +266,10 @@ class ServiceDocuments:
     def documents(self) -> dict[str, Document | None]:
         return dict(self._documents)
 
+    def document(self, service: str) -> Document | None:
+        """The service's document fetched last (None: never fetched, or it failed)."""
+        return self._documents.get(service)
+
     def _stale(self, service: str) -> bool:
         fetched_at = self._fetched_at.get(service)
         if fetched_at is None:
@@ -292,6 +296,7 @@ class ServiceDocuments:
                 service,
                 "/openapi.json",
                 timeout_s=min(_FETCH_TIMEOUT_S, upstreams.default_timeout_s),
+                retries=0,  # the next refresh tries again
             )
         except UpstreamError as exc:
             _log.info("openapi of %s left out: %s", service, exc.detail)

@@ -1,13 +1,13 @@
 """Routing: ``/api/{service}/{path}`` → the service's ``/{path}``, bodies streamed both ways.
 
-The caller must hold a valid token and the coarse scope of the route
-(``roles.route_scopes``: ``beds:read`` for a safe method, ``beds:write`` otherwise); the
-service checks the fine rights again with the same token (``Authorization`` is
-forwarded). Hop-by-hop headers are dropped in both directions; ``X-Request-ID``,
-``traceparent`` and ``X-Forwarded-For/Proto/Host`` are set. Timeouts, retries and the
-breaker are those of :class:`ght_gateway.upstream.Upstreams`; import routes
-(``settings.upstream_import_prefixes``) get ``upstream_import_timeout_s`` and the upload
-body limit.
+The caller must hold a valid token and the coarse scope of the route: the one the service
+declares for it in its OpenAPI document, else ``beds:read`` for a safe method and
+``beds:write`` otherwise (:mod:`ght_gateway.scopes`); the service checks the fine rights
+again with the same token (``Authorization`` is forwarded). Hop-by-hop headers are
+dropped in both directions; ``X-Request-ID``, ``traceparent`` and
+``X-Forwarded-For/Proto/Host`` are set. Timeouts, retries and the breaker are those of
+:class:`ght_gateway.upstream.Upstreams`; import routes (``settings.upstream_import_prefixes``)
+get ``upstream_import_timeout_s`` and the upload body limit.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
-from ght_gateway.roles import route_scopes
+from ght_gateway.scopes import RouteScopes
 from ght_gateway.security import GatewayPrincipal
 from ght_gateway.settings import Settings
 from ght_gateway.upstream import (
@@ -111,8 +111,9 @@ async def _authorised(
     principal: GatewayPrincipal,
 ) -> Principal:
     """The caller, if it holds the route's coarse scope (403 otherwise)."""
-    path = request.path_params.get("path", "")
-    scopes = route_scopes(service, request.method, "/" + path.lstrip("/"))
+    path = "/" + request.path_params.get("path", "").lstrip("/")
+    route_scopes: RouteScopes = request.app.state.route_scopes
+    scopes = route_scopes.required(service, request.method, path)
     ensure_scope(principal, *scopes, action=f"{request.method} on the {service} service")
     return principal
 

@@ -1,5 +1,4 @@
-"""The gateway's rules on roles: which establishments and pôle each may act for, and the
-coarse scope each route asks for.
+"""The gateway's rules on roles: which establishments and pôle each may act for.
 
 The roles and the scopes they grant are the platform's (``ght_shared.auth.ROLE_SCOPES``);
 ``docs/roles.md`` shows them, and a test checks that both agree.
@@ -44,19 +43,3 @@ def establishment_rule_violation(
     if Role.POLE_MANAGER in roles and not pole:
         return "pole_manager: the pôle (its code) is required"
     return None
-
-
-STEERING_PATHS: dict[str, tuple[str, ...]] = {
-    "activity": ("/targets", "/alert-rules", "/alerts/"),
-}
-"""Writes that are steering decisions (targets, alert rules): the direction, chefs de pôle
-and cadres de gestion make them with ``contracts:write`` as well as ``<service>:write``."""
-
-
-def route_scopes(service: str, method: str, path: str = "/") -> tuple[str, ...]:
-    """The coarse scopes (any one of them) the gateway asks for on ``/api/{service}{path}``."""
-    if method.upper() in ("GET", "HEAD", "OPTIONS"):
-        return (f"{service}:read",)
-    if path.startswith(STEERING_PATHS.get(service, ())):
-        return (f"{service}:write", "contracts:write")
-    return (f"{service}:write",)

@@ -582,6 +582,7 @@ class Upstreams:
         headers: Mapping[str, str] | HeaderPairs | None = None,
         body: StreamedBody | None = None,
         timeout_s: float | None = None,
+        retries: int | None = None,
     ) -> UpstreamResponse:
         """Send one request to a service and return its response, body not read yet.
 
@@ -589,7 +590,8 @@ class Upstreams:
         the service-side path with its query string (``/beds?ward=A``); ``headers`` are
         sent as given (add :func:`trace_headers` yourself, or use :meth:`get_json`).
         ``timeout_s`` bounds each wait for the service (connecting excepted): the
-        response headers, each chunk read or written.
+        response headers, each chunk read or written. ``retries`` replaces
+        ``upstream_retries`` for this request (an idempotent one).
 
         Raises :class:`CircuitOpen`, :class:`UpstreamUnavailable`, :class:`UpstreamBusy`
         (503), :class:`UpstreamTimeout` (504) or :class:`UpstreamError` (502).
@@ -608,7 +610,8 @@ class Upstreams:
             )
         read_s = timeout_s or self.default_timeout_s
         timeout = self._timeout(read_s)
-        attempts = 1 + self.retries if method in IDEMPOTENT_METHODS else 1
+        retried = self.retries if retries is None else retries
+        attempts = 1 + retried if method in IDEMPOTENT_METHODS else 1
         url = upstream.url(target)
         pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
         # Host is the service's (aiohttp sets it from the URL); a body without
@@ -727,6 +730,7 @@ class Upstreams:
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         max_bytes: int = _MAX_JSON_BYTES,
+        retries: int | None = None,
     ) -> Any:
         """GET ``target`` from a service and return its decoded JSON body.
 
@@ -740,7 +744,9 @@ class Upstreams:
         """
         sent = {"accept": "application/json", **trace_headers()}
         sent.update({name.lower(): value for name, value in (headers or {}).items()})
-        response = await self.send(service, "GET", target, headers=sent, timeout_s=timeout_s)
+        response = await self.send(
+            service, "GET", target, headers=sent, timeout_s=timeout_s, retries=retries
+        )
         try:
             content = bytearray()
             async for chunk in response.aiter_raw():

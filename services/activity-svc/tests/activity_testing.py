@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.events import STREAM
-from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
-from ght_shared.events import Event
+from activity_svc.models import OrgUnitKind
+from activity_svc.referential.org_units import SaveOrgUnit, save_org_unit
+from ght_shared.auth import TERRITORY as EVERYWHERE
+from ght_shared.auth import Principal
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 
@@ -22,6 +19,7 @@ TERRITORY = "G4"
 CHU = "420784878"
 CH_NORD = "420000010"
 SINCE = date(2023, 1, 1)
+ADMINISTRATOR = Principal(sub="test", roles=("admin",), establishments=(EVERYWHERE,))
 
 
 @dataclass(frozen=True)
@@ -58,11 +56,13 @@ SMALL_TERRITORY: tuple[Node, ...] = (
 async def build_territory(
     session: AsyncSession, nodes: tuple[Node, ...] = SMALL_TERRITORY, since: date = SINCE
 ) -> None:
-    """Create ``nodes`` (parents first) valid from ``since``, as the referential API would."""
+    """Create ``nodes`` (parents first) valid from ``since``, through the referential's
+    use case (events and audit included), as the territory's administrator."""
     for node in nodes:
-        await upsert_org_unit(
+        await save_org_unit(
             session,
-            OrgUnitChange(
+            ADMINISTRATOR,
+            SaveOrgUnit(
                 code=node.code,
                 kind=node.kind,
                 name=node.name,
@@ -71,36 +71,4 @@ async def build_territory(
                 uf=node.uf,
                 installed_beds=node.beds,
             ),
-            actor="test",
         )
-
-
-async def published(
-    nats_url: str, subject: str, ids: set[str], timeout_s: float = 15.0
-) -> list[Event]:
-    """The events of ``ids`` as JetStream delivers them (each as often as it is stored)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        subscription = await js.pull_subscribe(
-            subject,
-            stream=STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT),
-        )
-        found: list[Event] = []
-        deadline = time.monotonic() + timeout_s
-        while {str(e.id) for e in found} != ids:
-            assert time.monotonic() < deadline, "the relay did not publish every event"
-            try:
-                messages = await subscription.fetch(1000, timeout=1)
-            except nats.errors.TimeoutError:
-                await asyncio.sleep(0.1)  # not published yet: fetch what follows
-                continue
-            for message in messages:
-                event = Event.from_bytes(message.data)
-                if str(event.id) in ids:
-                    found.append(event)
-                await message.ack()
-        return found
-    finally:
-        await nc.close()

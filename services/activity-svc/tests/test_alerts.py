@@ -14,15 +14,9 @@ from sqlalchemy import select
 
 from activity_svc import events
 from activity_svc.indicators.figures import Figures
-from activity_svc.models import Alert
-from activity_svc.steering.alerts import (
-    AlertBasis,
-    AlertDirection,
-    RuleSpec,
-    breaches,
-    create_rule,
-    evaluate_alerts,
-)
+from activity_svc.models import Alert, AlertBasis, AlertDirection
+from activity_svc.steering.alerts import RuleSpec, create_rule
+from activity_svc.steering.evaluation import breaches, evaluate_alerts
 from ght_shared import tables
 from ght_shared.auth import Principal
 from ght_shared.db import Database
@@ -80,7 +74,7 @@ async def _rule(
 ) -> uuid.UUID:
     async with database.transaction() as session:
         rule = await create_rule(
-            session, RuleSpec(indicator, org_unit, basis, threshold, direction), CADRE
+            session, CADRE, RuleSpec(indicator, org_unit, basis, threshold, direction)
         )
         return rule.id
 

@@ -12,20 +12,20 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from activity_testing import CH_NORD, CHU
 from sqlalchemy import func, select
 
+from activity_svc.consumers import on_capacity_changed
 from activity_svc.models import UnitCapacity
-from activity_svc.referential.capacity import on_capacity_changed
 from activity_svc.referential.tree import capacity_on, local_date
 from activity_svc.settings import Settings
 from ght_shared import tables
 from ght_shared.db import Database
 from ght_shared.events import Event, new_event
-from ght_shared.streams import STREAMS, ensure_stream
+from ght_shared.payloads import UnreadablePayload
 from ght_shared.testing.plugin import wait_for
+from ght_shared.testing.streams import publish_event
 
 pytestmark = pytest.mark.usefixtures("territory")
 
@@ -132,11 +132,6 @@ async def test_an_unchanged_installed_count_writes_nothing(database: Database) -
         capacity_event("3101", 10, establishment=CHU),  # CH du Nord's UF, said to be the CHU's
         capacity_event("NORD-3101", 10, establishment=CHU),
         capacity_event("CHU-CAR", 10),  # a department has no beds of its own
-        capacity_event(None, 10),
-        capacity_event("CHU\x00", 10),
-        capacity_event("CHU-2101", None),
-        capacity_event("CHU-2101", -3),
-        capacity_event("CHU-2101", "30"),
     ],
     ids=[
         "unknown-code",
@@ -144,41 +139,39 @@ async def test_an_unchanged_installed_count_writes_nothing(database: Database) -
         "uf-of-another-establishment",
         "unit-of-another-establishment",
         "not-a-unit",
-        "no-unit",
-        "unit-with-a-nul",
-        "no-installed",
-        "negative-installed",
-        "installed-as-text",
     ],
 )
 async def test_an_event_that_cannot_be_placed_is_logged_and_skipped(
     database: Database, event: Event, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = await _capacity_rows(database)
-    with caplog.at_level(logging.WARNING, logger="activity_svc.referential.capacity"):
+    with caplog.at_level(logging.WARNING, logger="activity_svc.consumers"):
         await _apply(database, event)
     assert await _capacity_rows(database) == before
     assert str(event.id) in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (capacity_event(None, 10), "unit"),
+        (capacity_event("CHU\x00", 10), "unit"),
+        (capacity_event("CHU-2101", None), "installed"),
+        (capacity_event("CHU-2101", -3), "installed"),
+        (capacity_event("CHU-2101", "30"), "installed"),
+    ],
+    ids=["no-unit", "unit-with-a-nul", "no-installed", "negative-installed", "installed-as-text"],
+)
+async def test_an_event_whose_data_does_not_fit_its_model_is_unreadable_and_writes_nothing(
+    database: Database, event: Event, field: str
+) -> None:
+    before = await _capacity_rows(database)
+    with pytest.raises(UnreadablePayload, match=field):
+        await _apply(database, event)
+    assert await _capacity_rows(database) == before
+
+
 # --- real events through the running service's consumer ---------------------------------
-
-
-async def _publish(nats_url: str, settings: Settings, *events: Event, msg_id: bool = True) -> None:
-    connection = await nats.connect(nats_url)
-    try:
-        js = connection.jetstream()
-        await ensure_stream(
-            js,
-            STREAMS["BEDS"],
-            replicas=settings.stream_replicas,
-            duplicate_window_s=settings.stream_duplicate_window_s,
-        )
-        for event in events:
-            headers = {"Nats-Msg-Id": str(event.id)} if msg_id else None
-            await js.publish(SUBJECT, event.to_bytes(), headers=headers)
-    finally:
-        await connection.close()
 
 
 async def _inbox_count(database: Database, event: Event) -> int:
@@ -196,7 +189,7 @@ async def test_a_capacity_event_from_beds_sets_the_units_installed_beds(
 ) -> None:
     event = capacity_event("2101", 42, at=datetime.now(UTC))
     day = local_date(event.time)
-    await _publish(nats_url, activity_settings, event)
+    await publish_event(nats_url, event)
     await wait_for(lambda: _beds_is(database, "CHU-2101", 42, day), timeout=15)
     assert ("CHU-2101", day, 42, "beds") in await _capacity_rows(database)
     assert await _inbox_count(database, event) == 1
@@ -208,12 +201,12 @@ async def test_a_capacity_event_received_twice_applies_once(
     first = capacity_event("CHU-2101", 40)
     second = capacity_event("CHU-2101", 45)
     marker = capacity_event("CHU-2102", 14)
-    await _publish(nats_url, activity_settings, first, second)
+    await publish_event(nats_url, first, second)
     await wait_for(lambda: _beds_is(database, "CHU-2101", 45), timeout=15)
     # The first one again, past JetStream's deduplication (no message id): only the inbox
     # stands between it and the count going back to 40.
-    await _publish(nats_url, activity_settings, first, msg_id=False)
-    await _publish(nats_url, activity_settings, marker)
+    await publish_event(nats_url, first, dedupe=False)
+    await publish_event(nats_url, marker)
     await wait_for(lambda: _beds_is(database, "CHU-2102", 14), timeout=15)
     assert await _beds(database, "CHU-2101", MARCH_10.date()) == 45
     assert await _inbox_count(database, first) == 1
@@ -227,7 +220,7 @@ async def test_an_event_for_an_unknown_unit_does_not_hold_up_the_next_ones(
 ) -> None:
     unknown = capacity_event("CHU-9999", 10)
     known = capacity_event("NORD-3101", 28, establishment=CH_NORD)
-    await _publish(nats_url, activity_settings, unknown, known)
+    await publish_event(nats_url, unknown, known)
     await wait_for(lambda: _beds_is(database, "NORD-3101", 28), timeout=15)
     assert await _inbox_count(database, unknown) == 1
     async with database.transaction() as session:

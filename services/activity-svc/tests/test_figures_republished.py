@@ -10,24 +10,23 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
-import nats
 import pytest
-from activity_testing import CHU, TERRITORY, published
+from activity_testing import CHU, TERRITORY
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activity_svc.consumers import on_contract_signed
 from activity_svc.events import ALERT_RAISED, CAPACITY_CHANGED, INDICATOR_UPDATED
 from activity_svc.indicators.values import add_months, first_of_month
-from activity_svc.models import Alert, UnitMonth
+from activity_svc.models import Alert, AlertBasis, AlertDirection, UnitMonth
 from activity_svc.referential.tree import capacity_on, today
 from activity_svc.settings import Settings
-from activity_svc.steering.alerts import AlertBasis, AlertDirection, RuleSpec, create_rule
-from activity_svc.steering.contracts import on_contract_signed
+from activity_svc.steering.alerts import RuleSpec, create_rule
 from ght_shared.auth import Principal
 from ght_shared.db import Database
 from ght_shared.events import Event, nats_subject_of, new_event
-from ght_shared.streams import STREAMS, ensure_stream
 from ght_shared.testing.plugin import wait_for
+from ght_shared.testing.streams import publish_event, published
 
 pytestmark = pytest.mark.usefixtures("territory")
 
@@ -57,10 +56,11 @@ async def _rule(
     direction: AlertDirection,
     threshold: float = 10.0,
 ) -> uuid.UUID:
-    """A rule created without the route, so nothing evaluates it on creation."""
+    """A rule created through its use case, as the route creates it (it is evaluated at
+    once on the figures of the last twelve months there are)."""
     async with database.transaction() as session:
         rule = await create_rule(
-            session, RuleSpec(indicator, org_unit, basis, threshold, direction), CADRE
+            session, CADRE, RuleSpec(indicator, org_unit, basis, threshold, direction)
         )
         return rule.id
 
@@ -208,18 +208,7 @@ async def test_a_capacity_event_from_beds_republishes_the_occupancy_and_raises_i
         },
         establishment=CHU,
     ).model_copy(update={"time": datetime(2025, 2, 1, 7, 0, tzinfo=UTC)})
-    connection = await nats.connect(nats_url)
-    try:
-        js = connection.jetstream()
-        await ensure_stream(
-            js,
-            STREAMS["BEDS"],
-            replicas=activity_settings.stream_replicas,
-            duplicate_window_s=activity_settings.stream_duplicate_window_s,
-        )
-        await js.publish(CAPACITY_CHANGED, event.to_bytes(), headers={"Nats-Msg-Id": str(event.id)})
-    finally:
-        await connection.close()
+    await publish_event(nats_url, event)
 
     async def applied() -> bool:
         async with database.transaction() as session:
@@ -380,13 +369,15 @@ async def test_a_new_rule_raises_its_alerts_at_once_on_the_last_twelve_months(
 ) -> None:
     this_month = first_of_month(today())
     last_month = add_months(this_month, -1)
+    # A rule created while there were no figures yet: nothing to raise then.
+    older = await _rule(database, "CHU-IMG", IMAGING, AlertBasis.LAST_YEAR, AlertDirection.BELOW)
     async with database.transaction() as session:
         # Last month: half of the same month last year (-50 %); the year before, a
-        # -90 % fall too, but outside the twelve months a new rule looks at.
+        # -90 % fall too, but outside the twelve months a new rule looks at. Written
+        # straight into the table: no change of figures evaluates the rules.
         await _put_unit_month(session, "CHU-1101", last_month, imaging_exams=50)
         await _put_unit_month(session, "CHU-1101", add_months(last_month, -12), imaging_exams=100)
         await _put_unit_month(session, "CHU-1101", add_months(last_month, -24), imaging_exams=1000)
-    older = await _rule(database, "CHU-IMG", IMAGING, AlertBasis.LAST_YEAR, AlertDirection.BELOW)
 
     created = await activity.post(
         "/alert-rules",

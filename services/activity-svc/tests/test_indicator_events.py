@@ -8,16 +8,17 @@ from collections import Counter
 from datetime import UTC, date, datetime
 
 import pytest
-from activity_testing import CHU, TERRITORY, published
+from activity_testing import CHU, TERRITORY
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.events import INDICATOR_UPDATED
-from activity_svc.indicators.changes import publish_indicator_changes
-from activity_svc.models import Alert, AlertRule, UnitMonth
-from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
+from activity_svc.models import Alert, AlertRule, OrgUnitKind, UnitMonth
+from activity_svc.reactions import figures_changed
+from activity_svc.referential.tree import OrgUnitChange, upsert_org_unit
 from ght_shared.db import Database
 from ght_shared.events import Event, nats_subject_of
+from ght_shared.testing.streams import published
 
 pytestmark = pytest.mark.usefixtures("territory")
 
@@ -57,7 +58,7 @@ async def test_an_import_gives_one_event_per_indicator_org_unit_and_month(
         await put_unit_month(session, "CHU-1101", MARCH, stays_full=4000, stay_days=16000)
         await put_unit_month(session, "CHU-1102", MARCH, stays_full=3000, stay_days=9000)
         await put_unit_month(session, "CHU-1101", APRIL, stays_full=3000, stay_days=12000)
-        count = await publish_indicator_changes(
+        count = await figures_changed(
             session,
             {("CHU-1101", MARCH), ("CHU-1102", MARCH), ("CHU-1101", APRIL)},
             {"stays_full", "stay_days"},
@@ -104,7 +105,7 @@ async def test_a_moved_unit_updates_the_pole_it_belonged_to_in_each_month(
         )
         await put_unit_month(session, "CHU-1101", MARCH, imaging_exams=10)
         await put_unit_month(session, "CHU-1101", september, imaging_exams=12)
-        count = await publish_indicator_changes(
+        count = await figures_changed(
             session, {("CHU-1101", MARCH), ("CHU-1101", september)}, {"imaging_exams"}, None
         )
         rows = await session.execute(
@@ -128,8 +129,8 @@ async def test_a_moved_unit_updates_the_pole_it_belonged_to_in_each_month(
 
 async def test_a_change_reading_no_indicator_publishes_nothing(database: Database) -> None:
     async with database.transaction() as session:
-        assert await publish_indicator_changes(session, set(), {"stays_full"}, None) == 0
-        assert await publish_indicator_changes(session, {("CHU-1101", MARCH)}, set(), None) == 0
+        assert await figures_changed(session, set(), {"stays_full"}, None) == 0
+        assert await figures_changed(session, {("CHU-1101", MARCH)}, set(), None) == 0
     assert await _outbox_ids(database) == set()
 
 
@@ -152,7 +153,7 @@ async def test_the_changed_figures_are_checked_against_the_alert_rules(
                 created_by="test",
             )
         )
-        await publish_indicator_changes(session, {("CHU-1101", MARCH)}, {"imaging_exams"}, None)
+        await figures_changed(session, {("CHU-1101", MARCH)}, {"imaging_exams"}, None)
         alerts = (await session.scalars(select(Alert))).all()
     assert {(a.org_unit, a.period) for a in alerts} == {("CHU-RAD", MARCH), ("CHU-IMG", MARCH)}
     assert all(a.deviation_pct == pytest.approx(-50.0) for a in alerts)

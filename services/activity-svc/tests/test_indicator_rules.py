@@ -23,8 +23,8 @@ from activity_svc.indicators.values import (
     value_of,
     variation_pct,
 )
-from activity_svc.models import UnitMonth
-from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, set_capacity, upsert_org_unit
+from activity_svc.models import OrgUnitKind, UnitMonth
+from activity_svc.referential.tree import OrgUnitChange, set_capacity, upsert_org_unit
 from ght_shared.db import Database
 
 ALOS = INDICATORS_BY_CODE["average_length_of_stay"]

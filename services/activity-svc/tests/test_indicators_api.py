@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from activity_testing import CH_NORD, CHU, TERRITORY
-from conftest import Headers
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS
 from activity_svc.models import ActivityRecord, Target, UnitMonth
 from ght_shared.db import Database
+from ght_shared.testing import Headers
 
 pytestmark = pytest.mark.usefixtures("territory")
 

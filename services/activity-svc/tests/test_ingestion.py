@@ -13,8 +13,8 @@ import pytest
 from activity_testing import CH_NORD, CHU
 from sqlalchemy import func, select, text
 
-from activity_svc.models import ActivityRecord, RecordImport, UnitMonth
-from activity_svc.referential.tree import OrgUnitChange, OrgUnitKind, upsert_org_unit
+from activity_svc.models import ActivityRecord, OrgUnitKind, RecordImport, UnitMonth
+from activity_svc.referential.tree import OrgUnitChange, upsert_org_unit
 from ght_shared.db import Database
 
 pytestmark = pytest.mark.usefixtures("territory")

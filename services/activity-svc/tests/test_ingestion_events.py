@@ -8,18 +8,19 @@ from typing import Any
 
 import httpx
 import pytest
-from activity_testing import CHU, TERRITORY, published
+from activity_testing import CHU, TERRITORY
 from sqlalchemy import func, select, text
 from test_ingestion import act, stay
 
 from activity_svc.events import BATCH_INGESTED, INDICATOR_UPDATED
-from activity_svc.ingestion.imports import ImportFormat, ImportRequest, OnError, run_import
+from activity_svc.ingestion.imports import ImportRequest, run_import
 from activity_svc.ingestion.staging import RecordsStager
-from activity_svc.models import ActivityRecord, UnitMonth
+from activity_svc.models import ActivityRecord, ImportFormat, OnError, UnitMonth
 from activity_svc.settings import Settings
 from ght_shared.auth import Principal
 from ght_shared.db import Database
 from ght_shared.events import nats_subject_of
+from ght_shared.testing.streams import published
 
 pytestmark = pytest.mark.usefixtures("territory")
 

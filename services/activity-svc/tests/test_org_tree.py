@@ -9,13 +9,8 @@ from activity_testing import CHU, SINCE
 from sqlalchemy import select
 
 from activity_svc.errors import InvalidInput, OrgUnitConflict
-from activity_svc.models import OrgUnitMembership
-from activity_svc.referential.tree import (
-    OrgUnitChange,
-    OrgUnitKind,
-    capacity_on,
-    upsert_org_unit,
-)
+from activity_svc.models import OrgUnitKind, OrgUnitMembership
+from activity_svc.referential.tree import OrgUnitChange, capacity_on, upsert_org_unit
 from ght_shared.db import Database
 
 pytestmark = pytest.mark.usefixtures("territory")

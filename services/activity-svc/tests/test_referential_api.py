@@ -7,19 +7,14 @@ session's real NATS.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-import nats
 import pytest
 from activity_testing import CH_NORD, CHU, SINCE
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy import func, select
 
 from activity_svc.models import OrgUnit, OrgUnitVersion
@@ -28,7 +23,7 @@ from activity_svc.settings import Settings
 from ght_shared import tables
 from ght_shared.db import Database
 from ght_shared.events import Event
-from ght_shared.streams import STREAMS, ensure_stream
+from ght_shared.testing.streams import StreamTap, tap_stream
 
 pytestmark = pytest.mark.usefixtures("territory")
 
@@ -748,73 +743,27 @@ async def test_a_bad_list_filter_is_refused_naming_it(
 # --- events -----------------------------------------------------------------------------
 
 
-class EventTap:
-    """The org-unit events published from its creation on (an ephemeral JetStream consumer)."""
-
-    def __init__(self, subscription: Any) -> None:
-        self.subscription = subscription
-        self.received: list[Event] = []
-
-    async def until(
-        self, done: Callable[[list[Event]], bool], timeout: float = 10.0
-    ) -> list[Event]:
-        deadline = time.monotonic() + timeout
-        while not done(self.received):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"events not seen within {timeout} s: {self.received}")
-            try:
-                messages = await self.subscription.fetch(50, timeout=0.5)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            self.received += [Event.from_bytes(m.data) for m in messages]
-        return self.received
-
-    def of(self, code: str) -> list[Event]:
-        return [e for e in self.received if e.data.get("code") == code]
-
-
-@asynccontextmanager
-async def referential_events(nats_url: str, settings: Settings) -> AsyncIterator[EventTap]:
-    connection = await nats.connect(nats_url)
-    try:
-        js = connection.jetstream()
-        await ensure_stream(
-            js,
-            STREAMS["ACTIVITY"],
-            replicas=settings.stream_replicas,
-            duplicate_window_s=settings.stream_duplicate_window_s,
-        )
-        subscription = await js.pull_subscribe(
-            SUBJECT,
-            stream="ACTIVITY",
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30.0,
-                mem_storage=True,
-            ),
-        )
-        yield EventTap(subscription)
-    finally:
-        await connection.close()
+def _of(tap: StreamTap, code: str) -> list[Event]:
+    """The org-unit events of ``code`` received so far."""
+    return [e for e in tap.received if e.data.get("code") == code]
 
 
 async def test_creating_and_moving_an_org_unit_publishes_referential_events(
     activity: httpx.AsyncClient, auth: Headers, nats_url: str, activity_settings: Settings
 ) -> None:
     writer = auth("it_system", CHU)
-    async with referential_events(nats_url, activity_settings) as tap:
+    async with tap_stream(nats_url, SUBJECT) as tap:
         created = await activity.post("/org-units", json=_department(), headers=writer)
         assert created.status_code == 201
-        await tap.until(lambda _: len(tap.of("CHU-ECHO")) == 1)
+        await tap.until(lambda _: len(_of(tap, "CHU-ECHO")) == 1)
         moved = await activity.put(
             "/org-units/CHU-ECHO",
             json=_department(parent="CHU-MED", valid_from="2099-01-01"),
             headers=writer,
         )
         assert moved.status_code == 200
-        await tap.until(lambda _: len(tap.of("CHU-ECHO")) == 2)
-    first, second = tap.of("CHU-ECHO")
+        await tap.until(lambda _: len(_of(tap, "CHU-ECHO")) == 2)
+    first, second = _of(tap, "CHU-ECHO")
     assert first.type == "ght.referential.orgunit.upserted.v1"
     assert (first.source, first.subject, first.establishment) == (
         "activity-svc",
@@ -842,7 +791,7 @@ async def test_sending_an_org_unit_unchanged_publishes_nothing(
 ) -> None:
     writer = auth("it_system", CHU)
     body = {"kind": "unit", "name": "IRM", "parent": "CHU-RAD", "uf": "1102"}
-    async with referential_events(nats_url, activity_settings) as tap:
+    async with tap_stream(nats_url, SUBJECT) as tap:
         assert (
             await activity.put("/org-units/CHU-1102", json=body, headers=writer)
         ).status_code == 200
@@ -857,5 +806,5 @@ async def test_sending_an_org_unit_unchanged_publishes_nothing(
         assert (
             await activity.post("/org-units", json=_department(), headers=writer)
         ).status_code == 201
-        await tap.until(lambda _: len(tap.of("CHU-ECHO")) == 1)
-    assert [e.data["installed_beds"] for e in tap.of("CHU-1102")] == [2]
+        await tap.until(lambda _: len(_of(tap, "CHU-ECHO")) == 1)
+    assert [e.data["installed_beds"] for e in _of(tap, "CHU-1102")] == [2]

@@ -12,16 +12,16 @@ from sqlalchemy import select
 
 from activity_svc.catalogue import INDICATORS_BY_CODE
 from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound
-from activity_svc.steering.targets import (
-    TargetChange,
-    TargetSource,
-    check_target,
-    set_target,
-)
+from activity_svc.models import TargetSource
+from activity_svc.steering.targets import TargetChange, check_target, set_target
 from ght_shared import tables
+from ght_shared.auth import Principal, service_principal
 from ght_shared.db import Database
 
 pytestmark = pytest.mark.usefixtures("territory")
+
+CONTRACTS = service_principal("contracts-svc")
+CADRE = Principal(sub="cadre", roles=("direction",), establishments=(CHU,))
 
 Headers = Callable[..., dict[str, str]]
 
@@ -95,13 +95,13 @@ async def test_the_last_writer_wins_between_a_contract_and_a_manual_target(
         STAYS, "CHU-MED", 2026, 900.0, source=TargetSource.CONTRACT, contract="COM-1"
     )
     async with database.transaction() as session:
-        first = await set_target(session, contract, "contracts-svc")
+        first = await set_target(session, CONTRACTS, contract)
     assert first.created and first.previous is None
     assert (first.target.source, first.target.contract) == ("contract", "COM-1")
 
     async with database.transaction() as session:
         manual = await set_target(
-            session, TargetChange(STAYS, "CHU-MED", 2026, 950.0, tuple(FLAT)), "cadre"
+            session, CADRE, TargetChange(STAYS, "CHU-MED", 2026, 950.0, tuple(FLAT))
         )
     assert not manual.created
     assert manual.previous == {"value": 900.0, "source": "contract", "contract": "COM-1"}
@@ -114,7 +114,7 @@ async def test_the_last_writer_wins_between_a_contract_and_a_manual_target(
     assert manual.target.updated_by == "cadre"
 
     async with database.transaction() as session:
-        again = await set_target(session, contract, "contracts-svc")
+        again = await set_target(session, CONTRACTS, contract)
     assert (again.target.value, again.target.source, again.target.monthly_profile) == (
         900.0,
         "contract",
@@ -127,9 +127,9 @@ async def test_a_target_of_an_unknown_indicator_or_org_unit_is_not_written(
 ) -> None:
     async with database.transaction() as session:
         with pytest.raises(IndicatorNotFound):
-            await set_target(session, TargetChange("beds_made", "CHU-MED", 2026, 1.0), "x")
+            await set_target(session, CADRE, TargetChange("beds_made", "CHU-MED", 2026, 1.0))
         with pytest.raises(OrgUnitNotFound):
-            await set_target(session, TargetChange(STAYS, "CHU-NOPE", 2026, 1.0), "x")
+            await set_target(session, CADRE, TargetChange(STAYS, "CHU-NOPE", 2026, 1.0))
 
 
 # --- API -------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -209,6 +212,18 @@ class RequestContextMiddleware:
             traceparent_var.reset(tp_token)
 
 
+@asynccontextmanager
+async def background_task(coroutine: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``coroutine`` as a task for the duration of the ``async with``; cancel it after."""
+    task = asyncio.create_task(coroutine, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 GC_THRESHOLDS = (50_000, 20, 20)
 """The collector's thresholds in a service process (Python's are 700, 10, 10).
 
@@ -261,8 +276,41 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
     )
     app.include_router(health.router)
     for router in parts.routers:
+        declare_route_scopes(router)
         app.include_router(router)
     return app
+
+
+SCOPES_EXTENSION = "x-required-scopes"
+"""The OpenAPI extension of an operation listing the scopes of which the caller needs one."""
+
+
+def declare_route_scopes(router: APIRouter) -> None:
+    """Write each route's scopes into its OpenAPI operation (:data:`SCOPES_EXTENSION`).
+
+    The scopes are those of the route's ``require_scope(...)`` dependency: the gateway
+    reads them from the document to check a route's coarse scope, so that a service
+    declares its routes' scopes once, in its own code.
+    """
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        found = _required_scopes(route.dependant)
+        if len(found) > 1:
+            raise ValueError(f"{route.path}: one scope dependency per route, not {found}")
+        if found:
+            route.openapi_extra = {**(route.openapi_extra or {}), SCOPES_EXTENSION: list(found[0])}
+
+
+def _required_scopes(dependant: Dependant) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for dependency in dependant.dependencies:
+        scopes = getattr(dependency.call, "required_scopes", None)
+        if scopes:
+            found.append(tuple(scopes))
+        else:
+            found += _required_scopes(dependency)
+    return list(dict.fromkeys(found))
 
 
 async def _start(

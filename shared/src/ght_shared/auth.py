@@ -25,6 +25,16 @@ from sqlalchemy.orm import QueryableAttribute
 from ght_shared.errors import Forbidden, ServiceUnavailable, Unauthenticated
 from ght_shared.settings import ServiceSettings
 
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token (`unauthenticated`)."},
+    403: {
+        "description": "The token lacks the scope, or does not act for the establishment"
+        " concerned (`forbidden`)."
+    },
+}
+"""The answers of every route behind a token, for a router's OpenAPI document
+(``APIRouter(responses=AUTH_RESPONSES)``)."""
+
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
 TERRITORY = "*"
 VERIFIED_CACHE_SIZE = 10_000
@@ -324,3 +334,13 @@ def ensure_establishment(principal: Principal, establishment: str) -> None:
             f"Not allowed to act for establishment {establishment}.",
             establishment=establishment,
         )
+
+
+def service_principal(service: str) -> Principal:
+    """The actor of a change a service makes on an event it consumed from ``service``.
+
+    Territorial (the event's producer owns its data across the territory) and holding no
+    scope: a use case called by a consumer applies its rules, but no route's scope check.
+    The audit trail shows ``service`` as the one who made the change.
+    """
+    return Principal(sub=service, roles=("service",), establishments=(TERRITORY,))

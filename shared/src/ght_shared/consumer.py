@@ -8,7 +8,9 @@ their handlers run in one savepoint, and the batch is acknowledged only after
 the commit. A failing handler is rolled back alone (the savepoint is rolled
 back and the others applied again) and nak-ed with backoff; after
 ``max_deliver`` attempts the message is dead-lettered (a row and an event) and
-acknowledged so that the others keep flowing.
+acknowledged so that the others keep flowing. A handler raising
+:class:`~ght_shared.payloads.UnreadablePayload` (the event's data does not fit its
+model, ``Payload.of``) has its message dead-lettered at once: it will never fit.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ght_shared import tables
 from ght_shared.context import child_traceparent, traceparent_var
 from ght_shared.db import Database
-from ght_shared.events import Event, new_event
+from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics
 from ght_shared.outbox import add_event
+from ght_shared.payloads.base import UnreadablePayload
+from ght_shared.payloads.common import DeadLetterRecorded
 from ght_shared.settings import ServiceSettings
 from ght_shared.streams import STREAMS, ensure_stream
 
@@ -315,7 +319,9 @@ class Consumer:
         """After a handler failed: None to ack (dead-lettered at last), or the nak delay."""
         event, deliveries = item.event, item.msg.metadata.num_delivered
         error = f"{type(exc).__name__}: {exc}"
-        if deliveries < self.settings.consumer_max_deliver:
+        # A payload that does not fit its model will not fit at the next delivery either.
+        permanent = isinstance(exc, UnreadablePayload)
+        if deliveries < self.settings.consumer_max_deliver and not permanent:
             _log.warning(
                 "consumer %s failed on event %s (delivery %d): %s",
                 self.spec.durable,
@@ -355,22 +361,15 @@ class Consumer:
                 created_at=datetime.now(UTC),
             )
         )
-        await add_event(
-            session,
-            new_event(
-                source=self.settings.service_name,
-                type=f"ght.{_owner(self.settings.service_name)}.dead_letter.recorded.v1",
-                subject=f"dead_letter/{self.spec.durable}",
-                data={
-                    "consumer": self.spec.durable,
-                    "event_id": str(event.id) if event else None,
-                    "event_type": event.type if event else None,
-                    "subject": msg.subject,
-                    "error": error[:500],
-                    "deliveries": deliveries,
-                },
-            ),
+        recorded = DeadLetterRecorded(
+            consumer=self.spec.durable,
+            event_id=str(event.id) if event else None,
+            event_type=event.type if event else None,
+            subject=msg.subject,
+            error=error[:500],
+            deliveries=deliveries,
         )
+        await add_event(session, recorded.event(source=self.settings.service_name))
         self._count("dead_lettered")
         if self.metrics:
             self.metrics.dead_letters.labels(self.spec.durable).inc()
@@ -386,8 +385,3 @@ class Consumer:
         if self.metrics:
             self.metrics.consumer_lag.labels(self.spec.durable).set(lag)
         return lag
-
-
-def _owner(service_name: str) -> str:
-    """``beds-svc`` → ``beds``: dead-letter events go to the service's own stream."""
-    return service_name.split("-", 1)[0]

@@ -19,18 +19,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from activity_svc.lookups import subtree
+from activity_svc.models import OrgUnit, OrgUnitKind
+from ght_shared.auth import AUTH_RESPONSES as AUTH_RESPONSES
 from ght_shared.auth import Principal, ensure_establishment, require_scope
 from ght_shared.errors import Forbidden
-
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid bearer token (`unauthenticated`)."},
-    403: {
-        "description": "The token lacks the scope, or does not act for the establishment"
-        " concerned (`forbidden`)."
-    },
-}
-"""The answers of every route behind a token, for the routers' OpenAPI documents."""
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown resource."}}
 
@@ -66,3 +62,53 @@ def is_pole_bound(principal: Principal) -> bool:
     is limited to their pôle."""
     roles = set(principal.roles)
     return POLE_MANAGER in roles and not roles & _ESTABLISHMENT_WIDE
+
+
+async def ensure_may_steer(session: AsyncSession, principal: Principal, unit: OrgUnit) -> None:
+    """Refuse (403) a steering write (a target, an alert rule, an acknowledgement) on
+    ``unit``: its establishment's principals may; a chef de pôle or cadre de gestion, on
+    their own pôle and what is below it only."""
+    ensure_may_write(principal, unit.finess)
+    if not is_pole_bound(principal):
+        return
+    if principal.pole is not None:
+        pole = subtree(principal.pole).subquery()
+        if await session.scalar(select(pole.c.code).where(pole.c.code == unit.code).limit(1)):
+            return
+    raise Forbidden(
+        f"A pôle manager steers their own pôle ({principal.pole or 'none in the token'})"
+        f" and what is below it: {unit.code} is not in it.",
+        org_unit=unit.code,
+    )
+
+
+_TERRITORIAL_KINDS = frozenset({OrgUnitKind.TERRITORY, OrgUnitKind.ESTABLISHMENT})
+
+
+async def ensure_may_write_org_unit(
+    session: AsyncSession,
+    principal: Principal,
+    existing: OrgUnit | None,
+    kind: OrgUnitKind,
+    parent: str | None,
+) -> None:
+    """Refuse (403) a write of the referential the principal may not make.
+
+    The territory and establishments are territorial decisions; below an establishment,
+    the principal must act for the org unit's establishment and, for a move, for the
+    establishment of the new parent.
+    """
+    kinds = {kind} | ({existing.kind} if existing is not None else set())
+    if kinds & _TERRITORIAL_KINDS:
+        ensure_may_write(principal, None)
+        return
+    establishments: set[str] = set()
+    if existing is not None and existing.finess is not None:
+        establishments.add(existing.finess)
+    if parent is not None:
+        parent_unit = await session.get(OrgUnit, parent)
+        # An unknown parent, or one that cannot hold this kind, is the tree's to refuse (422).
+        if parent_unit is not None and parent_unit.finess is not None:
+            establishments.add(parent_unit.finess)
+    for finess in sorted(establishments):
+        ensure_may_write(principal, finess)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +17,7 @@ from activity_svc.ingestion.parts import recover_imports, recover_periodically
 from activity_svc.referential.api import router as referential_router
 from activity_svc.settings import Settings
 from activity_svc.steering.api import router as steering_router
-from ght_shared.app import ServiceParts, create_service_app
+from ght_shared.app import ServiceParts, background_task, create_service_app
 
 _log = logging.getLogger(__name__)
 
@@ -32,13 +30,8 @@ async def recover_interrupted_imports(app: FastAPI) -> AsyncIterator[None]:
         await recover_imports(app.state.database)
     except Exception:  # the database may be down: the periodic task tries again
         _log.exception("could not recover interrupted imports at start-up")
-    task = asyncio.create_task(recover_periodically(app.state.database))
-    try:
+    async with background_task(recover_periodically(app.state.database), "recover-imports"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -43,7 +44,61 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from activity_svc.catalogue import MEASURES
+from activity_svc.catalogue import MEASURES, RecordKind
+from ght_shared.columns import EnumText
+
+# --- the values of the text columns that hold one of a few ----------------------------
+
+
+class OrgUnitKind(StrEnum):
+    TERRITORY = "territory"
+    ESTABLISHMENT = "establishment"
+    SITE = "site"
+    POLE = "pole"
+    DEPARTMENT = "department"
+    UNIT = "unit"
+
+
+class ImportFormat(StrEnum):
+    CSV = "csv"
+    NDJSON = "ndjson"
+    JSON = "json"
+    """A ``POST /records`` batch."""
+
+
+class OnError(StrEnum):
+    REJECT_FILE = "reject_file"
+    """Any rejected row rejects the whole import: nothing is merged."""
+    SKIP_ROW = "skip_row"
+    """Rejected rows are reported; the others are merged."""
+
+
+class ImportStatus(StrEnum):
+    COMPLETED = "completed"
+    COMPLETED_WITH_REJECTIONS = "completed_with_rejections"
+    REJECTED = "rejected"
+
+
+class TargetSource(StrEnum):
+    MANUAL = "manual"
+    CONTRACT = "contract"
+
+
+class AlertBasis(StrEnum):
+    LAST_YEAR = "last_year"
+    TARGET = "target"
+
+
+class AlertDirection(StrEnum):
+    ABOVE = "above"
+    BELOW = "below"
+    EITHER = "either"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
 
 
 class Base(DeclarativeBase):
@@ -67,7 +122,7 @@ class OrgUnit(Base):
     )
 
     code: Mapped[str] = mapped_column(Text, primary_key=True)
-    kind: Mapped[str] = mapped_column(Text)
+    kind: Mapped[OrgUnitKind] = mapped_column(EnumText(OrgUnitKind))
     finess: Mapped[str | None] = mapped_column(Text)
     """The establishment the unit belongs to (its own number for an establishment)."""
     uf: Mapped[str | None] = mapped_column(Text)
@@ -154,7 +209,7 @@ class ActivityRecord(Base):
     """The establishment: a record's key is within it, so no system reaches another's."""
     source: Mapped[str] = mapped_column(Text)
     source_id: Mapped[str] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(Text)
+    kind: Mapped[RecordKind] = mapped_column(EnumText(RecordKind))
     unit: Mapped[str] = mapped_column(Text)
     """The org unit code of the record's unit (resolved from its FINESS and UF code)."""
     uf: Mapped[str] = mapped_column(Text)
@@ -213,10 +268,9 @@ class RecordImport(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    format: Mapped[str] = mapped_column(Text)
-    """``csv``, ``ndjson`` or ``json`` (a ``POST /records`` batch)."""
-    on_error: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text)
+    format: Mapped[ImportFormat] = mapped_column(EnumText(ImportFormat))
+    on_error: Mapped[OnError] = mapped_column(EnumText(OnError))
+    status: Mapped[ImportStatus] = mapped_column(EnumText(ImportStatus))
     filename: Mapped[str | None] = mapped_column(Text)
     submitted_by: Mapped[str] = mapped_column(Text)
     establishments: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
@@ -262,7 +316,7 @@ class Target(Base):
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[float] = mapped_column(Double)
     monthly_profile: Mapped[list[float] | None] = mapped_column(ARRAY(Double))
-    source: Mapped[str] = mapped_column(Text)
+    source: Mapped[TargetSource] = mapped_column(EnumText(TargetSource))
     """``manual`` (``PUT /targets``) or ``contract`` (from a signed contract's objective)."""
     contract: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -282,9 +336,9 @@ class AlertRule(Base):
     indicator: Mapped[str] = mapped_column(Text)
     org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"))
     """The rule watches this org unit and every org unit below it."""
-    basis: Mapped[str] = mapped_column(Text)
+    basis: Mapped[AlertBasis] = mapped_column(EnumText(AlertBasis))
     threshold_pct: Mapped[float] = mapped_column(Double)
-    direction: Mapped[str] = mapped_column(Text)
+    direction: Mapped[AlertDirection] = mapped_column(EnumText(AlertDirection))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(Text)
@@ -310,6 +364,6 @@ class Alert(Base):
     deviation_pct: Mapped[float] = mapped_column(Double)
     threshold_pct: Mapped[float] = mapped_column(Double)
     message: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, default="open")
+    status: Mapped[AlertStatus] = mapped_column(EnumText(AlertStatus), default=AlertStatus.OPEN)
     raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -1,11 +1,14 @@
-"""What beds-svc publishes and consumes on NATS JetStream (EVENTS.md)."""
+"""What beds-svc publishes and consumes on NATS JetStream (``docs/events.md``).
+
+The payloads are the typed models of :mod:`ght_shared.payloads.beds` (beds-svc owns
+them): a change builds its model and stores ``model.event(source=SOURCE,
+establishment=...)`` with :func:`ght_shared.outbox.add_events` in its own transaction.
+The consumers of the other services' streams are wired in :mod:`beds_svc.consumers`.
+"""
 
 from __future__ import annotations
 
-from ght_shared.consumer import ConsumerSpec
+from ght_shared.payloads import beds
 
-SOURCE = "beds-svc"
-STREAM = "BEDS"
-
-# Durable consumers of the other services' streams, started in the app's lifespan.
-CONSUMERS: tuple[ConsumerSpec, ...] = ()
+SOURCE = beds.SERVICE
+STREAM = beds.STREAM

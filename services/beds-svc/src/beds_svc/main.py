@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import beds_svc
-from beds_svc.events import CONSUMERS, STREAM
+from beds_svc.consumers import CONSUMERS
+from beds_svc.events import STREAM
 from beds_svc.settings import Settings
 from ght_shared.app import ServiceParts, create_service_app
 

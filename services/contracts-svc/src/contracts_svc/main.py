@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import contracts_svc
-from contracts_svc.events import CONSUMERS, STREAM
+from contracts_svc.consumers import CONSUMERS
+from contracts_svc.events import STREAM
 from contracts_svc.settings import Settings
 from ght_shared.app import ServiceParts, create_service_app
 

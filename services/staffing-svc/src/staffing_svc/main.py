@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 import staffing_svc
 from ght_shared.app import ServiceParts, create_service_app
-from staffing_svc.events import CONSUMERS, STREAM
+from staffing_svc.consumers import CONSUMERS
+from staffing_svc.events import STREAM
 from staffing_svc.settings import Settings
 
 

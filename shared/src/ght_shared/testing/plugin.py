@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from ght_shared.auth import ROLE_SCOPES, TERRITORY, Role
 from ght_shared.devservers import NatsServer, PostgresServer, free_port
 from ght_shared.migrations import INFRA_V1_STATEMENTS, upgrade
 from ght_shared.settings import ServiceSettings
@@ -206,6 +207,34 @@ def make_token(signing_key: SigningKey) -> TokenFactory:
         )
 
     return mint
+
+
+Headers = Callable[..., dict[str, str]]
+"""``auth(role, establishment="*", **claims)`` → the ``Authorization`` header of a token."""
+
+
+@pytest.fixture(scope="session")
+def auth(make_token: TokenFactory) -> Headers:
+    """The headers of a token of a demo role for an establishment, as the gateway mints it.
+
+    ``auth("it_system", CHU)``, ``auth("pole_manager", CHU, pole="CHU-IMG")``,
+    ``auth("admin")`` (the territory, ``*``); ``auth("nobody")`` holds no scope at all.
+    The scopes are the role table's (``ght_shared.auth.ROLE_SCOPES``); ``claims`` are
+    added to the token (``pole``, ``name``, or ``scope`` to ask for fewer scopes).
+    """
+
+    def headers(role: str, establishment: str = TERRITORY, **claims: Any) -> dict[str, str]:
+        scopes = "" if role == "nobody" else " ".join(sorted(ROLE_SCOPES[Role(role)]))
+        claims.setdefault("scope", scopes)
+        token = make_token(
+            f"{role}-{establishment}",
+            roles=[role] if role != "nobody" else [],
+            establishments=[establishment],
+            **claims,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
 
 
 # --- services -------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from sqlalchemy import Select, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
-from activity_svc.catalogue import INDICATORS, INDICATORS_BY_CODE, Indicator
-from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound
+from activity_svc.catalogue import INDICATORS, Indicator
+from activity_svc.errors import InvalidInput, OrgUnitNotFound
 from activity_svc.indicators.overview import activity_overview
 from activity_svc.indicators.schemas import (
     ActivityOverview,
@@ -36,6 +36,7 @@ from activity_svc.indicators.values import (
     first_of_month,
     months_between,
 )
+from activity_svc.lookups import indicator_of
 from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
 from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
@@ -70,13 +71,6 @@ def parse_month(value: str, field: str) -> date:
             rule="period",
         )
     return date(int(match[1]), int(match[2]), 1)
-
-
-def _indicator(code: str) -> Indicator:
-    indicator = INDICATORS_BY_CODE.get(code)
-    if indicator is None:
-        raise IndicatorNotFound(f"No indicator {code!r} in the catalogue.", indicator=code)
-    return indicator
 
 
 def _this_month() -> date:
@@ -158,7 +152,7 @@ async def indicator_values(
     to: Annotated[str | None, Query(description="Last month, YYYY-MM (this month).")] = None,
     scope: ScopeQuery = Scope.AS_WAS,
 ) -> IndicatorValues:
-    indicator = _indicator(code)
+    indicator = indicator_of(code)
     last = parse_month(to, "to") if to is not None else _this_month()
     first = parse_month(from_, "from") if from_ is not None else date(last.year, 1, 1)
     if first > last:
@@ -250,7 +244,7 @@ async def indicator_records(
     """The records of the indicator's kind and filter, of the units below the org unit
     that month (as it was, or in today's tree), ordered by their key (finess, source,
     source_id)."""
-    indicator = _indicator(code)
+    indicator = indicator_of(code)
     month = parse_month(period, "period")
     after = decode_cursor(cursor, str, str, str) if cursor is not None else None
     unit = await readable_org_unit(session, principal, org_unit)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+
+from ght_shared.payloads.activity import IndicatorUpdated
 
 
 @dataclass(frozen=True)
@@ -32,19 +34,22 @@ class Figures:
     target_year_to_date: float | None = None
     target_year: float | None = None
 
-    def event_data(self) -> dict[str, Any]:
-        """The ``data`` of ``ght.activity.indicator.updated`` (EVENTS.md)."""
-        return {
-            "indicator": self.indicator,
-            "org_unit": self.org_unit,
-            "period": self.period.strftime("%Y-%m"),
-            "value": self.value,
-            "same_period_last_year": self.same_period_last_year,
-            "variation_pct": self.variation_pct,
-            "year_to_date": self.year_to_date,
-            "year_to_date_last_year": self.year_to_date_last_year,
-            "year_to_date_variation_pct": self.year_to_date_variation_pct,
-            "projection": self.projection,
-            "target": self.target,
-            "target_year": self.target_year,
-        }
+    def payload(self, import_id: uuid.UUID | None = None) -> IndicatorUpdated:
+        """The ``ght.activity.indicator.updated`` of these figures (``import_id``: the
+        import that changed them, when one did)."""
+        caused_by = {"import_id": import_id} if import_id is not None else {}
+        return IndicatorUpdated(
+            indicator=self.indicator,
+            org_unit=self.org_unit,
+            period=self.period.strftime("%Y-%m"),
+            value=self.value,
+            same_period_last_year=self.same_period_last_year,
+            variation_pct=self.variation_pct,
+            year_to_date=self.year_to_date,
+            year_to_date_last_year=self.year_to_date_last_year,
+            year_to_date_variation_pct=self.year_to_date_variation_pct,
+            projection=self.projection,
+            target=self.target,
+            target_year=self.target_year,
+            **caused_by,
+        )

@@ -15,12 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer
 from activity_svc.errors import ImportNotFound, ImportRejected, InvalidInput, UnsupportedMediaType
-from activity_svc.ingestion.imports import (
-    ImportFormat,
-    ImportRequest,
-    OnError,
-    run_import,
-)
+from activity_svc.ingestion.imports import ImportRequest, run_import
 from activity_svc.ingestion.schemas import (
     ImportRead,
     ImportReport,
@@ -28,7 +23,13 @@ from activity_svc.ingestion.schemas import (
     RejectionRead,
 )
 from activity_svc.ingestion.staging import CsvStager, NdjsonStager, RecordsStager, Stager, gunzip
-from activity_svc.models import ImportRejection, RecordImport
+from activity_svc.models import (
+    ImportFormat,
+    ImportRejection,
+    ImportStatus,
+    OnError,
+    RecordImport,
+)
 from activity_svc.settings import Settings
 from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep, database_of
@@ -163,7 +164,7 @@ async def _import(
     )
     # Relative, so that it resolves the same on the service and behind the gateway's prefix.
     location = f"imports/{report.id}"
-    if report.status == "rejected":
+    if report.status is ImportStatus.REJECTED:
         raise ImportRejected(
             report.detail or "The import was rejected.",
             import_id=str(report.id),

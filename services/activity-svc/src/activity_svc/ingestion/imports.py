@@ -14,14 +14,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from enum import StrEnum
 
 import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc import events
-from activity_svc.indicators.changes import publish_indicator_changes
+from activity_svc import reactions
+from activity_svc.events import SOURCE
 from activity_svc.ingestion.merge import (
     REJECTIONS_STATEMENT,
     STAGING_TABLE,
@@ -41,30 +40,26 @@ from activity_svc.ingestion.parts import (
     run_part,
 )
 from activity_svc.ingestion.staging import MalformedFile, Stager
-from activity_svc.models import ImportRejection, OrgUnit, RecordImport
+from activity_svc.models import (
+    ImportFormat,
+    ImportRejection,
+    ImportStatus,
+    OnError,
+    OrgUnit,
+    OrgUnitKind,
+    RecordImport,
+)
 from activity_svc.settings import Settings
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
 from ght_shared.db import Database, driver_connection
 from ght_shared.errors import Forbidden
 from ght_shared.outbox import add_events
+from ght_shared.payloads.activity import BatchIngested, ImportPeriod
 
 _log = logging.getLogger(__name__)
 
 APPLY_STATEMENT = apply_statement()
-
-
-class OnError(StrEnum):
-    REJECT_FILE = "reject_file"
-    """Any rejected row rejects the whole import: nothing is merged."""
-    SKIP_ROW = "skip_row"
-    """Rejected rows are reported; the others are merged."""
-
-
-class ImportFormat(StrEnum):
-    CSV = "csv"
-    NDJSON = "ndjson"
-    JSON = "json"
 
 
 @dataclass(frozen=True)
@@ -98,7 +93,7 @@ async def run_import(
         id=import_id,
         format=request.format,
         on_error=request.on_error,
-        status="completed",
+        status=ImportStatus.COMPLETED,
         filename=request.filename,
         submitted_by=principal.sub,
         establishments=[],
@@ -139,7 +134,7 @@ async def run_import(
             )
             merged = time.perf_counter()
             _fill_report(report, outcome, request.on_error, started)
-            if report.status != "rejected":
+            if report.status is not ImportStatus.REJECTED:
                 await _publish(session, report, outcome)
             _log.info(
                 "import merged",
@@ -287,7 +282,8 @@ async def _authorise(session: AsyncSession, principal: Principal, staging: str) 
         (
             await session.scalars(
                 select(OrgUnit.code).where(
-                    OrgUnit.kind == "establishment", OrgUnit.code.in_([f for f in named if f])
+                    OrgUnit.kind == OrgUnitKind.ESTABLISHMENT,
+                    OrgUnit.code.in_([f for f in named if f]),
                 )
             )
         ).all()
@@ -315,7 +311,7 @@ def _fill_report(
     report.rejected = outcome.rejected
     report.establishments = sorted(outcome.establishments)
     if outcome.rejected and on_error is OnError.REJECT_FILE:
-        report.status = "rejected"
+        report.status = ImportStatus.REJECTED
         report.accepted = 0
         report.unchanged = 0
         report.detail = (
@@ -323,7 +319,9 @@ def _fill_report(
             " (on_error=reject_file)."
         )
     else:
-        report.status = "completed_with_rejections" if outcome.rejected else "completed"
+        report.status = (
+            ImportStatus.COMPLETED_WITH_REJECTIONS if outcome.rejected else ImportStatus.COMPLETED
+        )
         report.accepted = outcome.valid
         report.unchanged = outcome.unchanged
         report.months = sorted({month for _, month in outcome.cells})
@@ -339,36 +337,35 @@ def _fill_report(
 async def _publish(session: AsyncSession, report: RecordImport, outcome: MergeOutcome) -> None:
     period = _period(report.months)
     batch_events = [
-        events.batch_ingested(
-            {
-                "batch": str(report.id),
-                "source": outcome.sources[0] if len(outcome.sources) == 1 else None,
-                "sources": outcome.sources,
-                "establishment": finess,
-                "period": period,
-                "accepted": accepted,
-                "rejected": rejected,
-                "format": report.format,
-            },
-            finess,
-        )
+        BatchIngested(
+            batch=report.id,
+            source=outcome.sources[0] if len(outcome.sources) == 1 else None,
+            sources=outcome.sources,
+            establishment=finess,
+            period=period,
+            accepted=accepted,
+            rejected=rejected,
+            format=report.format,
+        ).event(source=SOURCE, establishment=finess)
         for finess, (accepted, rejected) in sorted(outcome.establishments.items())
     ]
     await add_events(session, batch_events)
     measures: set[str] = set().union(*outcome.cells.values()) if outcome.cells else set()
-    await publish_indicator_changes(session, set(outcome.cells), measures, report.id)
+    await reactions.figures_changed(session, set(outcome.cells), measures, report.id)
 
 
-def _period(months: list[date]) -> dict[str, str] | None:
+def _period(months: list[date]) -> ImportPeriod | None:
     if not months:
         return None
-    return {"from": months[0].strftime("%Y-%m"), "to": months[-1].strftime("%Y-%m")}
+    return ImportPeriod.model_validate(
+        {"from": months[0].strftime("%Y-%m"), "to": months[-1].strftime("%Y-%m")}
+    )
 
 
 async def _record_malformed(
     database: Database, report: RecordImport, broken: MalformedFile, started: float
 ) -> RecordImport:
-    report.status = "rejected"
+    report.status = ImportStatus.REJECTED
     report.detail = broken.message + (f" (line {broken.line})" if broken.line else "")
     report.finished_at = datetime.now(UTC)
     report.duration_ms = int((time.perf_counter() - started) * 1000)

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from activity_svc.ingestion.fields import MAX_TEXT
+from activity_svc.models import ImportFormat, ImportStatus, OnError
 from ght_shared.identifiers import Finess
 from ght_shared.schemas import ReadModel, StrictModel
 
@@ -118,9 +119,9 @@ class RejectionRead(ReadModel):
 
 class ImportRead(ReadModel):
     id: uuid.UUID
-    format: str
-    on_error: str
-    status: Literal["completed", "completed_with_rejections", "rejected"]
+    format: ImportFormat
+    on_error: OnError
+    status: ImportStatus
     filename: str | None
     submitted_by: str
     establishments: list[str]

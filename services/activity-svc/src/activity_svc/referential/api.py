@@ -14,14 +14,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import ColumnElement, Select, and_, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc import events
-from activity_svc.access import Reader, Writer, ensure_may_write
-from activity_svc.errors import InvalidInput, OrgUnitConflict, OrgUnitNotFound
-from activity_svc.models import OrgUnit, OrgUnitVersion, UnitCapacity
-from activity_svc.referential.capacity import publish_capacity_change
+from activity_svc.access import Reader, Writer
+from activity_svc.errors import InvalidInput, OrgUnitNotFound
+from activity_svc.models import OrgUnit, OrgUnitKind, OrgUnitVersion, UnitCapacity
+from activity_svc.referential.org_units import SaveOrgUnit, save_org_unit
 from activity_svc.referential.schemas import (
     CODE_PATTERN,
     TEXT_PATTERN,
@@ -33,19 +31,9 @@ from activity_svc.referential.schemas import (
     OrgUnitVersionRead,
     OrgUnitWrite,
 )
-from activity_svc.referential.tree import (
-    OrgUnitChange,
-    OrgUnitKind,
-    Upserted,
-    capacity_on,
-    today,
-    upsert_org_unit,
-)
-from ght_shared.audit import record_audit
-from ght_shared.auth import Principal
+from activity_svc.referential.tree import capacity_on, today
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
-from ght_shared.outbox import add_events
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 
 router = APIRouter(
@@ -76,7 +64,6 @@ AtQuery = Annotated[
     date | None,
     Query(description="The day to read the tree as it was (YYYY-MM-DD); default today."),
 ]
-_TERRITORIAL_KINDS = frozenset({OrgUnitKind.TERRITORY, OrgUnitKind.ESTABLISHMENT})
 
 
 # --- reads ----------------------------------------------------------------------------
@@ -228,7 +215,7 @@ async def read_history(code: CodePath, _: Reader, session: SessionDep) -> OrgUni
         previous = version
     return OrgUnitHistory(
         code=unit.code,
-        kind=OrgUnitKind(unit.kind),
+        kind=unit.kind,
         finess=unit.finess,
         uf=unit.uf,
         specialty=unit.specialty,
@@ -262,13 +249,7 @@ async def create_org_unit(
     ``Location`` is a reference relative to this URL (``org-units/{code}``), so that it
     resolves both on the service and through the gateway's ``/api/activity`` prefix.
     """
-    existing = await _authorize_write(session, principal, body.code, body)
-    if existing is not None:
-        raise OrgUnitConflict(
-            f"Org unit {body.code} already exists; PUT /org-units/{body.code} changes it.",
-            org_unit=body.code,
-        )
-    upserted = await _write(session, principal, body.code, body, existing)
+    upserted = await save_org_unit(session, principal, _command(body.code, body, new_only=True))
     response.headers["Location"] = f"org-units/{body.code}"
     return _read(upserted.unit, upserted.version, upserted.installed_beds)
 
@@ -299,95 +280,29 @@ async def put_org_unit(
             field="code",
             rule="matches_path",
         )
-    existing = await _authorize_write(session, principal, code, body)
-    upserted = await _write(session, principal, code, body, existing)
+    upserted = await save_org_unit(session, principal, _command(code, body))
     if upserted.created:
         response.status_code = 201
         response.headers["Location"] = code
     return _read(upserted.unit, upserted.version, upserted.installed_beds)
 
 
-async def _authorize_write(
-    session: AsyncSession, principal: Principal, code: str, body: OrgUnitWrite
-) -> OrgUnit | None:
-    """Refuse (403) a write the principal may not make; return the org unit if it exists.
-
-    The territory and establishments are territorial decisions; below an establishment,
-    the principal must act for the org unit's establishment and, for a move, for the
-    establishment of the new parent.
-    """
-    existing = await session.get(OrgUnit, code)
-    kinds = {body.kind} | ({OrgUnitKind(existing.kind)} if existing else set())
-    if kinds & _TERRITORIAL_KINDS:
-        ensure_may_write(principal, None)
-        return existing
-    establishments: set[str] = set()
-    if existing is not None and existing.finess is not None:
-        establishments.add(existing.finess)
-    if body.parent is not None:
-        parent = await session.get(OrgUnit, body.parent)
-        # An unknown parent, or one that cannot hold this kind, is the tree's to refuse (422).
-        if parent is not None and parent.finess is not None:
-            establishments.add(parent.finess)
-    for finess in sorted(establishments):
-        ensure_may_write(principal, finess)
-    return existing
-
-
-async def _write(
-    session: AsyncSession,
-    principal: Principal,
-    code: str,
-    body: OrgUnitWrite,
-    existing: OrgUnit | None,
-) -> Upserted:
+def _command(code: str, body: OrgUnitWrite, *, new_only: bool = False) -> SaveOrgUnit:
     given = body.model_fields_set
-    change = OrgUnitChange(
+    return SaveOrgUnit(
         code=code,
         kind=body.kind,
         name=body.name,
         parent=body.parent,
-        valid_from=body.valid_from or today(),
-        uf=existing.uf if existing is not None and "uf" not in given else body.uf,
-        specialty=(
-            existing.specialty
-            if existing is not None and "specialty" not in given
-            else body.specialty
-        ),
+        valid_from=body.valid_from,
+        uf=body.uf,
+        specialty=body.specialty,
         installed_beds=body.installed_beds,
         active=body.active,
+        keep_uf="uf" not in given,
+        keep_specialty="specialty" not in given,
+        new_only=new_only,
     )
-    try:
-        upserted = await upsert_org_unit(session, change, principal.sub)
-    except IntegrityError as exc:
-        # Another request created the same code or UF code meanwhile.
-        raise OrgUnitConflict(
-            f"Org unit {code} (or its UF code) was written by another request; retry.",
-            org_unit=code,
-        ) from exc
-    if upserted.changed:
-        await add_events(
-            session, [events.org_unit_upserted(upserted.event_data(), upserted.unit.finess)]
-        )
-    if upserted.capacity_changed:
-        await publish_capacity_change(session, code, change.valid_from)
-    action = "created" if upserted.created else "changed" if upserted.changed else "unchanged"
-    await record_audit(
-        session,
-        principal,
-        f"org_unit.{action}",
-        f"org_unit/{code}",
-        establishment=upserted.unit.finess,
-        detail={
-            "kind": change.kind.value,
-            "parent": change.parent,
-            "name": change.name,
-            "active": change.active,
-            "valid_from": change.valid_from.isoformat(),
-            "installed_beds": change.installed_beds,
-        },
-    )
-    return upserted
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -451,7 +366,7 @@ def _not_found(code: str, day: date) -> OrgUnitNotFound:
 def _read(unit: OrgUnit, version: OrgUnitVersion, beds: int | None) -> OrgUnitRead:
     return OrgUnitRead(
         code=unit.code,
-        kind=OrgUnitKind(unit.kind),
+        kind=unit.kind,
         name=version.name,
         parent=version.parent,
         finess=unit.finess,

@@ -7,11 +7,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from activity_svc.referential.tree import OrgUnitKind
+from activity_svc.models import OrgUnitKind
+from ght_shared.payloads.referential import ORG_UNIT_CODE_PATTERN
 from ght_shared.schemas import StrictModel
 
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
-"""An org unit's code: letters, digits, ``.``, ``_``, ``-``; 1 to 40 characters."""
+CODE_PATTERN = ORG_UNIT_CODE_PATTERN
+"""An org unit's code: letters, digits, ``.``, ``_``, ``-``; 1 to 40 characters (the code
+the referential's events carry)."""
 UF_PATTERN = r"^[A-Za-z0-9]{1,12}$"
 """A UF code as the establishments' IT systems write it: 1 to 12 letters or digits."""
 

@@ -13,16 +13,21 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from enum import StrEnum
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.errors import InvalidInput, OrgUnitConflict
-from activity_svc.models import OrgUnit, OrgUnitMembership, OrgUnitVersion, UnitCapacity
+from activity_svc.models import (
+    OrgUnit,
+    OrgUnitKind,
+    OrgUnitMembership,
+    OrgUnitVersion,
+    UnitCapacity,
+)
 from ght_shared.identifiers import is_finess
+from ght_shared.payloads.referential import OrgUnitUpserted
 
 try:
     # The establishments' days: a version "from today" starts at midnight in France.
@@ -40,15 +45,6 @@ def local_date(moment: datetime) -> date:
 
 def today() -> date:
     return local_date(datetime.now(UTC))
-
-
-class OrgUnitKind(StrEnum):
-    TERRITORY = "territory"
-    ESTABLISHMENT = "establishment"
-    SITE = "site"
-    POLE = "pole"
-    DEPARTMENT = "department"
-    UNIT = "unit"
 
 
 ALLOWED_PARENTS: dict[OrgUnitKind, frozenset[OrgUnitKind]] = {
@@ -87,19 +83,20 @@ class Upserted:
     capacity_changed: bool = False
     """The unit's installed beds changed from the change's ``valid_from``."""
 
-    def event_data(self) -> dict[str, Any]:
-        return {
-            "code": self.unit.code,
-            "kind": self.unit.kind,
-            "name": self.version.name,
-            "parent": self.version.parent,
-            "finess": self.unit.finess,
-            "uf": self.unit.uf,
-            "specialty": self.unit.specialty,
-            "active": self.version.active,
-            "valid_from": self.version.valid_from.isoformat(),
-            "installed_beds": self.installed_beds,
-        }
+    def payload(self) -> OrgUnitUpserted:
+        """The ``ght.referential.orgunit.upserted`` of the org unit as it now is."""
+        return OrgUnitUpserted(
+            code=self.unit.code,
+            kind=self.unit.kind,
+            name=self.version.name,
+            parent=self.version.parent,
+            finess=self.unit.finess,
+            uf=self.unit.uf,
+            specialty=self.unit.specialty,
+            active=self.version.active,
+            valid_from=self.version.valid_from,
+            installed_beds=self.installed_beds,
+        )
 
 
 async def current_version(

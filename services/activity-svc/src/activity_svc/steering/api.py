@@ -1,8 +1,6 @@
-"""Routes of targets, alert rules and alerts.
-
-A target written or removed republishes the figures of its indicator and org unit in
-its year (their ``target`` moved) and re-evaluates the alert rules on them; a new alert
-rule is evaluated at once on the figures already there.
+"""Routes of targets, alert rules and alerts: each write parses, calls one use case of
+:mod:`~activity_svc.steering.targets` or :mod:`~activity_svc.steering.alerts` (rights,
+rules, audit, events, republished figures), and answers.
 """
 
 from __future__ import annotations
@@ -12,23 +10,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from sqlalchemy import Select, and_, literal_column, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy import select, tuple_
 
-from activity_svc.access import (
-    AUTH_RESPONSES,
-    Reader,
-    Steerer,
-    ensure_may_read,
-    ensure_may_write,
-    is_pole_bound,
-)
+from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read
 from activity_svc.errors import TargetNotFound
-from activity_svc.indicators.changes import evaluate_new_rule, publish_target_changes
-from activity_svc.models import Alert, AlertRule, OrgUnit, OrgUnitVersion, Target
+from activity_svc.lookups import indicator_of, org_unit_of, subtree
+from activity_svc.models import Alert, AlertRule, AlertStatus, OrgUnit, Target, TargetSource
 from activity_svc.steering import alerts, targets
-from activity_svc.steering.alerts import AlertStatus, RuleSpec
+from activity_svc.steering.alerts import RuleSpec
 from activity_svc.steering.schemas import (
     AlertRead,
     AlertRuleCreate,
@@ -36,10 +25,9 @@ from activity_svc.steering.schemas import (
     TargetPut,
     TargetRead,
 )
-from activity_svc.steering.targets import TargetChange, TargetSource
-from ght_shared.auth import Principal, readable_by
+from activity_svc.steering.targets import TargetChange
+from ght_shared.auth import readable_by
 from ght_shared.db import SessionDep
-from ght_shared.errors import Forbidden
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
@@ -76,10 +64,10 @@ async def list_targets(
 ) -> Page[TargetRead]:
     query = select(Target).join(OrgUnit, OrgUnit.code == Target.org_unit)
     if indicator is not None:
-        targets.indicator_of(indicator)
+        indicator_of(indicator)
         query = query.where(Target.indicator == indicator)
     if org_unit is not None:
-        unit = await targets.org_unit_of(session, org_unit)
+        unit = await org_unit_of(session, org_unit)
         ensure_may_read(principal, unit.finess)
         query = query.where(Target.org_unit == org_unit)
     else:
@@ -99,8 +87,8 @@ async def list_targets(
 
 
 async def _target_scope(session: SessionDep, indicator: str, org_unit: str) -> OrgUnit:
-    targets.indicator_of(indicator)
-    return await targets.org_unit_of(session, org_unit)
+    indicator_of(indicator)
+    return await org_unit_of(session, org_unit)
 
 
 @router.get(
@@ -148,10 +136,9 @@ async def put_target(
     session: SessionDep,
     response: Response,
 ) -> Target:
-    unit = await _target_scope(session, indicator, org_unit)
-    await _ensure_may_steer(session, principal, unit.finess, unit.code)
     result = await targets.set_target(
         session,
+        principal,
         TargetChange(
             indicator=indicator,
             org_unit=org_unit,
@@ -160,10 +147,7 @@ async def put_target(
             monthly_profile=tuple(body.monthly_profile) if body.monthly_profile else None,
             source=TargetSource.MANUAL,
         ),
-        principal,
     )
-    if result.changed:
-        await publish_target_changes(session, [(indicator, org_unit, year)])
     if result.created:
         response.status_code = 201
         # Relative (the request's own path): it resolves behind the gateway's prefix too.
@@ -181,10 +165,7 @@ async def put_target(
 async def delete_target(
     indicator: str, org_unit: str, year: PathYear, principal: Steerer, session: SessionDep
 ) -> Response:
-    unit = await _target_scope(session, indicator, org_unit)
-    await _ensure_may_steer(session, principal, unit.finess, unit.code)
-    await targets.delete_target(session, indicator, org_unit, year, principal)
-    await publish_target_changes(session, [(indicator, org_unit, year)])
+    await targets.remove_target(session, principal, indicator, org_unit, year)
     return Response(status_code=204)
 
 
@@ -202,15 +183,11 @@ async def delete_target(
 async def create_alert_rule(
     body: AlertRuleCreate, principal: Steerer, session: SessionDep, response: Response
 ) -> AlertRule:
-    targets.indicator_of(body.indicator)
-    unit = await targets.org_unit_of(session, body.org_unit)
-    await _ensure_may_steer(session, principal, unit.finess, unit.code)
     rule = await alerts.create_rule(
         session,
-        RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
         principal,
+        RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
     )
-    await evaluate_new_rule(session, rule)
     response.headers["Location"] = f"alert-rules/{rule.id}"  # relative, as everywhere
     return rule
 
@@ -234,10 +211,10 @@ async def list_alert_rules(
         select(AlertRule).join(OrgUnit, OrgUnit.code == AlertRule.org_unit).where(AlertRule.active)
     )
     if indicator is not None:
-        targets.indicator_of(indicator)
+        indicator_of(indicator)
         query = query.where(AlertRule.indicator == indicator)
     if org_unit is not None:
-        unit = await targets.org_unit_of(session, org_unit)
+        unit = await org_unit_of(session, org_unit)
         ensure_may_read(principal, unit.finess)
         query = query.where(AlertRule.org_unit == org_unit)
     else:
@@ -261,49 +238,11 @@ async def list_alert_rules(
 async def delete_alert_rule(
     rule_id: uuid.UUID, principal: Steerer, session: SessionDep
 ) -> Response:
-    rule = await alerts.active_rule(session, rule_id)
-    unit = await targets.org_unit_of(session, rule.org_unit)
-    await _ensure_may_steer(session, principal, unit.finess, unit.code)
-    await alerts.deactivate_rule(session, rule, principal, unit.finess)
+    await alerts.stop_rule(session, principal, rule_id)
     return Response(status_code=204)
 
 
 # --- alerts --------------------------------------------------------------------------
-
-
-async def _ensure_may_steer(
-    session: AsyncSession, principal: Principal, finess: str | None, org_unit: str
-) -> None:
-    """Refuse (403) a steering write on ``org_unit``: its establishment's principals may;
-    a chef de pôle or cadre de gestion, on their own pôle and what is below it only."""
-    ensure_may_write(principal, finess)
-    if not is_pole_bound(principal):
-        return
-    if principal.pole is not None:
-        pole = _subtree(principal.pole).subquery()
-        if await session.scalar(select(pole.c.code).where(pole.c.code == org_unit).limit(1)):
-            return
-    raise Forbidden(
-        f"A pôle manager steers their own pôle ({principal.pole or 'none in the token'})"
-        f" and what is below it: {org_unit} is not in it.",
-        org_unit=org_unit,
-    )
-
-
-def _subtree(root: str) -> Select[Any]:
-    """``root`` and every org unit below it in today's tree."""
-    version = aliased(OrgUnitVersion)
-    below = (
-        select(OrgUnit.code.label("code"), literal_column("0").label("depth"))
-        .where(OrgUnit.code == root)
-        .cte("below", recursive=True)
-    )
-    below = below.union_all(
-        select(version.code, below.c.depth + 1)
-        .join(below, and_(version.parent == below.c.code, version.valid_to.is_(None)))
-        .where(below.c.depth < 32)
-    )
-    return select(below.c.code)
 
 
 @router.get(
@@ -327,15 +266,15 @@ async def list_alerts(
 ) -> Page[AlertRead]:
     query = select(Alert)
     if org_unit is not None:
-        unit = await targets.org_unit_of(session, org_unit)
+        unit = await org_unit_of(session, org_unit)
         ensure_may_read(principal, unit.finess)
-        query = query.where(Alert.org_unit.in_(_subtree(org_unit)))
+        query = query.where(Alert.org_unit.in_(subtree(org_unit)))
     query = query.where(readable_by(principal, Alert.finess))
     if indicator is not None:
-        targets.indicator_of(indicator)
+        indicator_of(indicator)
         query = query.where(Alert.indicator == indicator)
     if status is not None:
-        query = query.where(Alert.status == status.value)
+        query = query.where(Alert.status == status)
     if since is not None:
         query = query.where(Alert.raised_at >= _aware(since))
     if cursor is not None:
@@ -360,9 +299,7 @@ async def list_alerts(
     },
 )
 async def acknowledge_alert(alert_id: uuid.UUID, principal: Steerer, session: SessionDep) -> Alert:
-    alert = await alerts.alert_of(session, alert_id)
-    await _ensure_may_steer(session, principal, alert.finess, alert.org_unit)
-    return await alerts.acknowledge_alert(session, alert, principal)
+    return await alerts.acknowledge_alert(session, principal, alert_id)
 
 
 def _aware(moment: datetime) -> datetime:

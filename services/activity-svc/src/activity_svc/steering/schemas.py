@@ -8,8 +8,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
-from activity_svc.steering.alerts import AlertBasis, AlertDirection, AlertStatus
-from activity_svc.steering.targets import TargetSource
+from activity_svc.models import AlertBasis, AlertDirection, AlertStatus, TargetSource
 from ght_shared.schemas import ReadModel, StrictModel
 
 # Strict: a string, a boolean or null is a wrong type, not a number to coerce.

@@ -1,9 +1,12 @@
 """Targets: what an indicator should reach for an org unit in a year.
 
 A target is set by hand (``PUT /targets/...``) or from a signed contract's objective
-(:mod:`activity_svc.steering.contracts`). Whichever writes last wins; ``source`` and
-``contract`` say where the current value came from. A volume target may be spread
-over the months by a profile of 12 weights; a rate target holds for every month.
+(:mod:`activity_svc.steering.contracts`), through the same use cases
+(:func:`set_target`, :func:`remove_target`). Whichever writes last wins; ``source``
+and ``contract`` say where the current value came from. A volume target may be spread
+over the months by a profile of 12 weights; a rate target holds for every month. A
+target that moves republishes its figures and re-evaluates the alert rules on them
+(:func:`activity_svc.reactions.targets_changed`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, literal_column
@@ -20,9 +22,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
-from activity_svc.catalogue import INDICATORS_BY_CODE, Indicator
-from activity_svc.errors import IndicatorNotFound, InvalidInput, OrgUnitNotFound, TargetNotFound
-from activity_svc.models import OrgUnit, Target
+from activity_svc import reactions
+from activity_svc.access import ensure_may_steer
+from activity_svc.catalogue import Indicator
+from activity_svc.errors import InvalidInput, TargetNotFound
+from activity_svc.lookups import indicator_of, org_unit_of
+from activity_svc.models import Target, TargetSource
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
 
@@ -30,11 +35,6 @@ FIRST_YEAR = 2000
 LAST_YEAR = 2100
 MONTHS = 12
 PROFILE_TOLERANCE = 1e-6
-
-
-class TargetSource(StrEnum):
-    MANUAL = "manual"
-    CONTRACT = "contract"
 
 
 @dataclass(frozen=True)
@@ -58,23 +58,6 @@ class TargetSet:
     """The replaced target's value, source and contract (None when created)."""
     changed: bool
     """Created, or a different value or monthly profile (the figures' target moved)."""
-
-
-def indicator_of(code: str) -> Indicator:
-    """The catalogue's indicator ``code`` (404 ``indicator_not_found`` otherwise)."""
-    indicator = INDICATORS_BY_CODE.get(code)
-    if indicator is None:
-        raise IndicatorNotFound(f"No indicator {code!r} in the catalogue.", indicator=code)
-    return indicator
-
-
-async def org_unit_of(session: AsyncSession, code: str) -> OrgUnit:
-    """The org unit ``code`` (404 ``org_unit_not_found`` otherwise)."""
-    # PostgreSQL text cannot hold NUL: such a code names no org unit (not a 500).
-    unit = await session.get(OrgUnit, code) if "\x00" not in code else None
-    if unit is None:
-        raise OrgUnitNotFound(f"No org unit {code!r}.", org_unit=code)
-    return unit
 
 
 def check_target(
@@ -130,21 +113,22 @@ def check_target(
         )
 
 
-async def set_target(
-    session: AsyncSession, change: TargetChange, actor: Principal | str
-) -> TargetSet:
-    """Create or replace the target of ``change`` (last writer wins), and audit it."""
+async def set_target(session: AsyncSession, actor: Principal, change: TargetChange) -> TargetSet:
+    """Create or replace the target of ``change`` (last writer wins), audit it, and
+    republish its figures when it moved (404 for an unknown indicator or org unit, 403
+    for an org unit the actor may not steer, 422 for a value the indicator cannot have)."""
     indicator = indicator_of(change.indicator)
     unit = await org_unit_of(session, change.org_unit)
+    await ensure_may_steer(session, actor, unit)
     check_target(indicator, change.year, change.value, change.monthly_profile)
     now = datetime.now(UTC)
     values: dict[str, Any] = {
         "value": change.value,
         "monthly_profile": list(change.monthly_profile) if change.monthly_profile else None,
-        "source": change.source.value,
+        "source": change.source,
         "contract": change.contract,
         "updated_at": now,
-        "updated_by": actor.sub if isinstance(actor, Principal) else actor,
+        "updated_by": actor.sub,
     }
     # PostgreSQL 18's RETURNING OLD tells a creation from a replacement in the same
     # statement, so two concurrent first writers cannot both try to INSERT.
@@ -187,14 +171,19 @@ async def set_target(
         change.value,
         values["monthly_profile"],
     )
+    if changed:
+        await reactions.targets_changed(session, [(change.indicator, change.org_unit, change.year)])
     return TargetSet(target, previous is None, previous, changed)
 
 
-async def delete_target(
-    session: AsyncSession, indicator: str, org_unit: str, year: int, actor: Principal | str
+async def remove_target(
+    session: AsyncSession, actor: Principal, indicator: str, org_unit: str, year: int
 ) -> Target:
-    """Remove a target (404 ``target_not_found`` when there is none), and audit it."""
-    unit = await session.get(OrgUnit, org_unit)
+    """Remove a target (404 ``target_not_found`` when there is none), audit it, and
+    republish its figures (their target is gone)."""
+    indicator_of(indicator)
+    unit = await org_unit_of(session, org_unit)
+    await ensure_may_steer(session, actor, unit)
     deleted: Target | None = await session.scalar(
         delete(Target)
         .where(Target.indicator == indicator, Target.org_unit == org_unit, Target.year == year)
@@ -212,7 +201,8 @@ async def delete_target(
         actor,
         "target.deleted",
         f"target/{indicator}/{org_unit}/{year}",
-        establishment=unit.finess if unit else None,
+        establishment=unit.finess,
         detail={"value": deleted.value, "source": deleted.source, "contract": deleted.contract},
     )
+    await reactions.targets_changed(session, [(indicator, org_unit, year)])
     return deleted

@@ -1,19 +1,19 @@
-"""Figures that changed: ``ght.activity.indicator.updated`` and the alert rules on them.
+"""What follows a change across concepts: the figures it moved are published and the
+alert rules evaluated on them, in the change's transaction (outbox).
 
-Every change that moves a figure publishes one event per indicator x org unit x month
-and checks the same figures against the alert rules, in the change's transaction
-(outbox), through :func:`publish_indicator_changes` or :func:`publish_target_changes`:
+Every change that moves a figure publishes one ``ght.activity.indicator.updated`` per
+indicator x org unit x month and checks the same figures against the alert rules:
 
-- an import, with the unit-months its merge touched and the measures that changed
-  (ingestion), so 10 000 records into one unit-month give one event per indicator and
-  org unit, never one per record;
-- a unit's installed beds, with the unit's months from the change on and ``bed_days``
-  (:mod:`activity_svc.referential.capacity`);
-- a target, whose month, year to date and year are part of the event's ``data``
-  (:mod:`activity_svc.steering`).
+- an import (:func:`figures_changed`), with the unit-months its merge touched and the
+  measures that changed, so 10 000 records into one unit-month give one event per
+  indicator and org unit, never one per record;
+- a unit's installed beds (:func:`capacity_changed`), with the unit's months from the
+  change on and ``bed_days``;
+- a target (:func:`targets_changed`), whose month, year to date and year are part of
+  the event's ``data``.
 
-A new alert rule changes no figure: :func:`evaluate_new_rule` only checks it against the
-figures already there.
+A new alert rule changes no figure: :func:`rule_created` only checks it against the
+figures already there. The use cases call these; nothing here checks rights.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc import events
-from activity_svc.catalogue import INDICATORS_BY_CODE, Indicator, indicators_reading
+from activity_svc.catalogue import BED_DAYS, INDICATORS_BY_CODE, Indicator, indicators_reading
+from activity_svc.events import SOURCE
 from activity_svc.indicators.values import Scope, add_months, compute_figures, first_of_month
+from activity_svc.lookups import MAX_DEPTH
 from activity_svc.models import AlertRule
 from activity_svc.referential.tree import today
-from activity_svc.steering.alerts import evaluate_alerts
+from activity_svc.steering.evaluation import evaluate_alerts
 from ght_shared.outbox import add_events
 
 RULE_MONTHS = 12
@@ -75,14 +76,35 @@ _MONTHS_WITH_FIGURES = text(
     """
 )
 
-# Deep enough for any tree (territory > establishment > site > pôle > department > unit).
-_WHOLE_SUBTREE = 32
+
+CAPACITY_MONTHS = 36
+"""The most months one capacity change republishes (the latest): three years, as the
+longest backlog an import would republish."""
+
+# The months whose bed days the unit's beds installed from :effective_from make up: a
+# month counts the beds installed on its first day, so from the first month starting on
+# or after that day until the unit's next capacity change. Only the months in which
+# the unit has figures (a unit_month row), the latest first.
+_MONTHS_OF_CAPACITY = text(
+    """
+    SELECT u.month FROM unit_month u
+    WHERE u.unit = :unit AND u.month >= :effective_from
+      AND NOT EXISTS (
+          SELECT FROM unit_capacity c
+          WHERE c.unit = u.unit AND c.effective_from > :effective_from
+            AND c.effective_from <= u.month
+      )
+    ORDER BY u.month DESC
+    LIMIT :limit
+    """
+)
+
 
 Placed = tuple[str, date, str | None]
 """An org unit, a month and the org unit's establishment (FINESS)."""
 
 
-async def publish_indicator_changes(
+async def figures_changed(
     session: AsyncSession,
     changed: set[tuple[str, date]],
     measures: set[str],
@@ -116,9 +138,25 @@ async def publish_indicator_changes(
     return await _publish(session, indicators, [(a, m, f) for a, m, f in rows], import_id)
 
 
-async def publish_target_changes(
-    session: AsyncSession, targets: Iterable[tuple[str, str, int]]
-) -> int:
+async def capacity_changed(session: AsyncSession, unit: str, effective_from: date) -> int:
+    """Publish the occupancy figures that ``unit``'s beds installed from ``effective_from``
+    changed, and evaluate the alert rules on them; return the number of events.
+
+    The org units above the unit as it was each month get ``indicator.updated`` for the
+    indicators reading ``bed_days``, for the months from the change on in which the unit
+    has figures (at most :data:`CAPACITY_MONTHS`, the latest). A month in which the unit
+    recorded nothing gets none: its figures are read through the API, and the next
+    import touching that month publishes them (a change dated in the future: its
+    months' first records).
+    """
+    months = await session.scalars(
+        _MONTHS_OF_CAPACITY,
+        {"unit": unit, "effective_from": effective_from, "limit": CAPACITY_MONTHS},
+    )
+    return await figures_changed(session, {(unit, month) for month in months}, {BED_DAYS}, None)
+
+
+async def targets_changed(session: AsyncSession, targets: Iterable[tuple[str, str, int]]) -> int:
     """Publish the figures of the changed (indicator, org unit, year) targets and
     re-evaluate the alert rules on them; return the number of events.
 
@@ -144,7 +182,7 @@ async def publish_target_changes(
     return count
 
 
-async def evaluate_new_rule(session: AsyncSession, rule: AlertRule) -> None:
+async def rule_created(session: AsyncSession, rule: AlertRule) -> None:
     """Check a rule just created against the figures already there, as an import would.
 
     Its org unit and every org unit below it (today's tree, steered levels), over the
@@ -158,7 +196,7 @@ async def evaluate_new_rule(session: AsyncSession, rule: AlertRule) -> None:
         {rule.org_unit},
         add_months(this_month, 1 - RULE_MONTHS),
         this_month,
-        depth=_WHOLE_SUBTREE,
+        depth=MAX_DEPTH,
     )
     figures = await compute_figures(
         session,
@@ -184,10 +222,9 @@ async def _publish(
     wanted = sorted((code, month) for code, month, _ in placed)
     finess_of = {code: finess for code, _, finess in placed}
     figures = await compute_figures(session, indicators, wanted, finess_of, Scope.AS_WAS)
-    extra = {"import_id": str(import_id)} if import_id is not None else {}
     await add_events(
         session,
-        [events.indicator_updated({**f.event_data(), **extra}, f.finess) for f in figures],
+        [f.payload(import_id).event(source=SOURCE, establishment=f.finess) for f in figures],
     )
     await evaluate_alerts(session, figures)
     return len(figures)

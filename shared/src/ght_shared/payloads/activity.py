@@ -1,0 +1,96 @@
+"""Activity figures, owned by activity-svc (stream ``ACTIVITY``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ght_shared.payloads.base import Count, FinessNumber, Month, Number, Payload, PayloadPart
+
+SERVICE = "activity-svc"
+STREAM = "ACTIVITY"
+
+BATCH_INGESTED = "ght.activity.batch.ingested.v1"
+INDICATOR_UPDATED = "ght.activity.indicator.updated.v1"
+ALERT_RAISED = "ght.activity.alert.raised.v1"
+
+
+class ImportPeriod(PayloadPart):
+    """The months an import's records fall in."""
+
+    from_: Month = Field(alias="from", description="The first month.")
+    to: Month = Field(description="The last month.")
+
+
+class BatchIngested(Payload):
+    """Published when an import is committed, once per establishment it holds records of."""
+
+    EVENT_TYPE: ClassVar[str] = BATCH_INGESTED
+    SUBJECT: ClassVar[str] = "import/{batch}"
+    PUBLISHED: ClassVar[bool] = True
+
+    batch: uuid.UUID = Field(description="The import's id.")
+    source: str | None = Field(description="The import's source system, when it has only one.")
+    sources: list[str] = Field(description="The source systems of the import's records.")
+    establishment: FinessNumber = Field(description="The FINESS of the establishment counted here.")
+    period: ImportPeriod | None = Field(description="The months of its records; null if none.")
+    accepted: Count = Field(description="The establishment's records accepted.")
+    rejected: Count = Field(description="The establishment's records rejected.")
+    format: str = Field(description="The file's format: `csv`, `ndjson` or `json`.")
+
+
+class IndicatorUpdated(Payload):
+    """Published when an indicator's figures for an org unit and a month change: records
+    imported, installed beds or a target changed (a producer may send up to ~40 000 per
+    import)."""
+
+    EVENT_TYPE: ClassVar[str] = INDICATOR_UPDATED
+    SUBJECT: ClassVar[str] = "indicator/{indicator}/{org_unit}"
+    PUBLISHED: ClassVar[bool] = True
+
+    indicator: str = Field(description="The indicator's code in activity's catalogue.")
+    org_unit: str = Field(description="The org unit's code.")
+    period: Month = Field(description="The month.")
+    value: Number | None = Field(description="The month's value.")
+    same_period_last_year: Number | None = Field(description="The same month a year before.")
+    variation_pct: Number | None = Field(description="Variation from last year, in %.")
+    year_to_date: Number | None = Field(description="From January to the month.")
+    year_to_date_last_year: Number | None = Field(description="The same months a year before.")
+    year_to_date_variation_pct: Number | None = Field(
+        description="Variation of the year to date from last year's, in %."
+    )
+    projection: Number | None = Field(description="The year-end projection.")
+    target: Number | None = Field(description="The month's target (the year's, spread).")
+    target_year: Number | None = Field(description="The year's target.")
+    import_id: uuid.UUID | None = Field(
+        None, description="The import that caused it; absent for other causes."
+    )
+
+
+class AlertRaised(Payload):
+    """Published when an alert rule's threshold is passed by an indicator's figures, once
+    per rule, org unit and month (again only after the alert was cleared)."""
+
+    EVENT_TYPE: ClassVar[str] = ALERT_RAISED
+    SUBJECT: ClassVar[str] = "alert/{alert}"
+    PUBLISHED: ClassVar[bool] = True
+
+    alert: uuid.UUID = Field(description="The alert's id.")
+    rule: uuid.UUID = Field(description="The alert rule's id.")
+    indicator: str = Field(description="The indicator's code.")
+    org_unit: str = Field(description="The org unit's code.")
+    period: Month = Field(description="The month.")
+    value: Number | None = Field(description="The figure compared.")
+    reference: Number | None = Field(description="What it is compared with.")
+    deviation: Number = Field(description="The gap, in % of the reference.")
+    threshold: Number = Field(description="The rule's threshold, in %.")
+    basis: Literal["last_year", "target"] = Field(description="What the reference is.")
+    direction: Literal["above", "below", "either"] = Field(
+        description="Which side of the reference the rule watches."
+    )
+    message: str = Field(description="The alert in one sentence, for people.")
+
+
+PAYLOADS: tuple[type[Payload], ...] = (BatchIngested, IndicatorUpdated, AlertRaised)
