@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ght_gateway.openapi import ServiceDocuments
 from ght_gateway.roles import establishment_rule_violation
-from ght_gateway.scopes import ScopeTable, default_scopes
+from ght_gateway.scopes import RouteScopes, ScopeTable, default_scopes
 from ght_shared.auth import ROLE_SCOPES, Role
 
 ROLES_DOC = Path(__file__).parents[2] / "docs/roles.md"
@@ -70,8 +71,10 @@ DOCUMENT = {
             "get": {"x-required-scopes": ["activity:read"]},
         },
         "/alerts/{alert_id}/acknowledge": {"post": {"x-required-scopes": STEER}},
-        "/imports/{import_id}": {"get": {"x-required-scopes": ["activity:read"]}},
         "/imports/latest": {"get": {"x-required-scopes": ["territory:read"]}},
+        "/imports/{import_id}": {"get": {"x-required-scopes": ["activity:read"]}},
+        "/exports/{export_id}": {"get": {"x-required-scopes": ["activity:read"]}},
+        "/exports/latest": {"get": {"x-required-scopes": ["territory:read"]}},
         "/{code}/notes": {"post": {"x-required-scopes": ["notes:write"]}},
         "/records": {"post": {"x-required-scopes": ["activity:write"]}},
         "/health/ready": {"get": {}},
@@ -92,8 +95,10 @@ DOCUMENT = {
         ("GET", "/targets/stays_full/CHU-IMG/2026", ("activity:read",)),
         ("POST", "/alerts/6f1c/acknowledge", tuple(STEER)),
         ("POST", "/records", ("activity:write",)),
-        ("GET", "/imports/latest", ("territory:read",)),  # a literal segment wins
+        ("GET", "/imports/latest", ("territory:read",)),
         ("GET", "/imports/0193f6c2", ("activity:read",)),
+        # The first route declared wins, as in the service's own routing.
+        ("GET", "/exports/latest", ("activity:read",)),
         ("POST", "/CHU-IMG/notes", ("notes:write",)),  # a parameter first
         ("PUT", "/targets/stays_full/CHU-IMG", None),  # a segment short
         ("PUT", "/targets/stays_full/CHU-IMG/2026/extra", None),
@@ -105,3 +110,17 @@ DOCUMENT = {
 )
 def test_a_service_document_declares_the_scopes_of_its_routes(method, path, scopes):
     assert ScopeTable(DOCUMENT).scopes(method, path) == scopes
+
+
+def test_a_failed_refresh_keeps_the_scopes_of_the_last_document_read() -> None:
+    documents = ServiceDocuments(30.0, services=("beds",))
+    route_scopes = RouteScopes(documents)
+    steering = ("PUT", "/steering/1")
+    assert route_scopes.required("beds", *steering) == ("beds:write",)  # nothing read yet
+    declared = {"/steering/{item}": {"put": {"x-required-scopes": ["beds:write", "plans:write"]}}}
+    documents._documents["beds"] = {"paths": declared}
+    assert route_scopes.required("beds", *steering) == ("beds:write", "plans:write")
+    documents._documents["beds"] = None  # the next fetch failed: the service was busy
+    assert route_scopes.required("beds", *steering) == ("beds:write", "plans:write")
+    documents._documents["beds"] = {"paths": {}}  # a new version of the service
+    assert route_scopes.required("beds", *steering) == ("beds:write",)

@@ -23,7 +23,7 @@ from activity_svc.settings import Settings
 from ght_shared import tables
 from ght_shared.db import Database
 from ght_shared.events import Event
-from ght_shared.testing.streams import StreamTap, tap_stream
+from ght_shared.testing.streams import StreamTap, relayed, tap_stream
 
 pytestmark = pytest.mark.usefixtures("territory")
 
@@ -787,10 +787,11 @@ async def test_creating_and_moving_an_org_unit_publishes_referential_events(
 
 
 async def test_sending_an_org_unit_unchanged_publishes_nothing(
-    activity: httpx.AsyncClient, auth: Headers, nats_url: str, activity_settings: Settings
+    activity: httpx.AsyncClient, auth: Headers, nats_url: str, database: Database
 ) -> None:
     writer = auth("it_system", CHU)
     body = {"kind": "unit", "name": "IRM", "parent": "CHU-RAD", "uf": "1102"}
+    await relayed(database)  # the territory's own events, published before the tap opens
     async with tap_stream(nats_url, SUBJECT) as tap:
         assert (
             await activity.put("/org-units/CHU-1102", json=body, headers=writer)

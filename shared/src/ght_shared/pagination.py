@@ -30,7 +30,8 @@ from ght_shared.errors import InvalidInput
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_CURSOR_LENGTH = 1000
+MAX_CURSOR_LENGTH = 2000
+"""Enough for the longest sort key of a list (three 64-character texts, JSON-escaped)."""
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page (1-1000).")]
 """The ``limit`` query parameter of a list (100 unless the route says otherwise)."""

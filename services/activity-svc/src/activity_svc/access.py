@@ -4,7 +4,9 @@
 - Reading figures (indicators, dashboards, records, imports, alerts) of an org unit
   needs ``activity:read`` and the right to act for its establishment; the territory
   root's figures are for territorial principals only.
-- Writing records needs ``activity:write`` and each record's establishment.
+- Writing records needs ``activity:write`` and each record's establishment; an import's
+  report is read by territorial principals, its submitter and the principals of an
+  establishment it wrote records for (any other: 404, as if there were none).
 - Writing the referential needs ``activity:write``: an establishment's tree for its
   own principals; the territory and its establishments for territorial principals only.
 - Targets and alert rules are steering decisions: ``activity:write`` or
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -23,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.lookups import subtree
-from activity_svc.models import OrgUnit, OrgUnitKind
+from activity_svc.models import OrgUnit, OrgUnitKind, RecordImport
 from ght_shared.auth import AUTH_RESPONSES as AUTH_RESPONSES
 from ght_shared.auth import Principal, ensure_establishment, require_scope
 from ght_shared.errors import Forbidden
@@ -112,3 +115,25 @@ async def ensure_may_write_org_unit(
             establishments.add(parent_unit.finess)
     for finess in sorted(establishments):
         ensure_may_write(principal, finess)
+
+
+def ensure_may_write_records(principal: Principal, establishments: Iterable[str]) -> None:
+    """Refuse (403, nothing written) records of an establishment the principal does not act
+    for: an establishment's system writes its own establishment's records only."""
+    forbidden = sorted(f for f in establishments if not principal.may_act_for(f))
+    if forbidden:
+        raise Forbidden(
+            f"Not allowed to write records for establishment {', '.join(forbidden)}: an"
+            " establishment's system writes its own establishment's records only.",
+            establishments=forbidden,
+        )
+
+
+def may_read_import(principal: Principal, report: RecordImport) -> bool:
+    """An import's report is for territorial principals, its submitter, and the principals
+    of an establishment it wrote records for."""
+    return (
+        principal.is_territorial
+        or report.submitted_by == principal.sub
+        or bool(set(report.establishments) & set(principal.establishments))
+    )

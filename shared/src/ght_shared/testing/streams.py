@@ -3,8 +3,9 @@ service published, without writing a NATS client by hand.
 
 ``publish_event(nats_url, event)`` provisions the event's stream and publishes it with
 ``Nats-Msg-Id`` = its id; ``tap_stream(nats_url, subject)`` reads the events of a subject
-through an ephemeral consumer; ``published(nats_url, subject, ids)`` waits until the
-events of ``ids`` are all in the stream and returns them as delivered.
+through an ephemeral consumer (``relayed(database)`` first waits until the service's
+relay has published what its outbox held); ``published(nats_url, subject, ids)`` waits
+until the events of ``ids`` are all in the stream and returns them as delivered.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import nats
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import func, select
 
+from ght_shared import tables
+from ght_shared.db import Database
 from ght_shared.events import Event, nats_subject_of
 from ght_shared.streams import STREAMS, StreamSpec, ensure_stream
+from ght_shared.testing.plugin import wait_for
 
 
 def stream_of(subject: str) -> StreamSpec:
@@ -114,6 +119,22 @@ async def tap_stream(
             ),
         )
         yield StreamTap(subscription)
+
+
+async def relayed(database: Database, timeout_s: float = 15.0) -> None:
+    """Wait until the service's relay has published every event of its outbox (so that a
+    tap opened then sees only what comes next)."""
+
+    async def drained() -> bool:
+        async with database.transaction() as session:
+            left = await session.scalar(
+                select(func.count())
+                .select_from(tables.outbox)
+                .where(tables.outbox.c.published_at.is_(None))
+            )
+        return left == 0
+
+    await wait_for(drained, timeout=timeout_s)
 
 
 async def published(

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer
+from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer, may_read_import
 from activity_svc.errors import ImportNotFound, ImportRejected, InvalidInput, UnsupportedMediaType
 from activity_svc.ingestion.imports import ImportRequest, run_import
 from activity_svc.ingestion.schemas import (
@@ -214,12 +214,8 @@ async def _readable_import(
     session: AsyncSession, principal: Principal, import_id: uuid.UUID
 ) -> RecordImport:
     report = await session.get(RecordImport, import_id)
-    if report is None or not (
-        principal.is_territorial
-        or report.submitted_by == principal.sub
-        or set(report.establishments) & set(principal.establishments)
-    ):
-        raise ImportNotFound(f"No import {import_id}.")
+    if report is None or not may_read_import(principal, report):
+        raise ImportNotFound(f"No import {import_id}.")  # another's: as if there were none
     return report
 
 

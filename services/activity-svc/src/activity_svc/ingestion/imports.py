@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import reactions
+from activity_svc.access import ensure_may_write_records
 from activity_svc.events import SOURCE
 from activity_svc.ingestion.merge import (
     REJECTIONS_STATEMENT,
@@ -53,7 +54,6 @@ from activity_svc.settings import Settings
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
 from ght_shared.db import Database, driver_connection
-from ght_shared.errors import Forbidden
 from ght_shared.outbox import add_events
 from ght_shared.payloads.activity import BatchIngested, ImportPeriod
 
@@ -288,13 +288,7 @@ async def _authorise(session: AsyncSession, principal: Principal, staging: str) 
             )
         ).all()
     )
-    forbidden = sorted(f for f in known if not principal.may_act_for(f))
-    if forbidden:
-        raise Forbidden(
-            f"Not allowed to write records for establishment {', '.join(forbidden)}: an"
-            " establishment's system writes its own establishment's records only.",
-            establishments=forbidden,
-        )
+    ensure_may_write_records(principal, known)
     return sorted(known)
 
 

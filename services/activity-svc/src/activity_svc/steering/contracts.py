@@ -9,9 +9,10 @@ model raises :class:`~ght_shared.payloads.UnreadablePayload` and is dead-lettere
 Each objective gives the target of its indicator and org unit for every year the period
 touches (source ``contract``). An objective this service cannot apply (unknown
 indicator or org unit, a value its indicator cannot have) is logged and skipped: one
-bad objective never blocks the others. A period outside the years targets may have
-(:data:`~activity_svc.steering.targets.FIRST_YEAR` to ``LAST_YEAR``) makes the event
-unreadable (:class:`UnreadableContract`).
+objective the domain refuses never blocks the others (an objective whose shape does not
+fit the model makes the whole event unreadable: its producer is broken). A period outside
+the years targets may have (:data:`~activity_svc.steering.targets.FIRST_YEAR` to
+``LAST_YEAR``) makes the event unreadable (:class:`UnreadableContract`).
 
 The objectives and period of the latest event are the contract's targets: a target
 still held by the contract that they no longer name (an objective or a year dropped by
@@ -19,8 +20,9 @@ an amendment) is removed. A target written by hand since then is not the contrac
 more and stays.
 
 Each target is set or removed through the use cases of ``PUT`` and ``DELETE /targets``
-(:mod:`activity_svc.steering.targets`): audited, their figures republished and the alert
-rules re-evaluated on them, with the producing service as the actor.
+(:mod:`activity_svc.steering.targets`, audited with the producing service as the actor);
+the figures of all the targets that moved are then republished, and the alert rules
+re-evaluated on them, at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activity_svc import reactions
 from activity_svc.models import Target, TargetSource
 from activity_svc.steering.targets import (
     FIRST_YEAR,
@@ -63,18 +66,22 @@ async def apply_contract(
     longer names (each through the target use cases: audit, figures, alert rules)."""
     years = _years(terms.period)
     named: set[tuple[str, str]] = set()
+    changed: set[tuple[str, str, int]] = set()
     applied = 0
     for position, objective in enumerate(terms.objectives):
         named.add((objective.indicator, objective.org_unit))
         try:
             for change in _changes(terms.contract, objective, years):
-                await set_target(session, actor, change)
+                if (await set_target(session, actor, change, republish=False)).changed:
+                    changed.add((change.indicator, change.org_unit, change.year))
         except DomainError as exc:
             # Checked before anything is written: a skipped objective leaves no trace.
             _skip(terms.contract, position, objective, str(exc))
             continue
         applied += 1
     removed = await _remove_dropped(session, actor, terms.contract, named, years)
+    # One republication for the whole contract, not one per target.
+    await reactions.targets_changed(session, changed | removed)
     _log.info(
         "contract targets applied",
         extra={
@@ -82,7 +89,7 @@ async def apply_contract(
             "event_type": terms.EVENT_TYPE,
             "objectives": len(terms.objectives),
             "applied": applied,
-            "removed": removed,
+            "removed": len(removed),
         },
     )
 
@@ -121,19 +128,19 @@ async def _remove_dropped(
     contract: str,
     named: set[tuple[str, str]],
     years: range,
-) -> int:
+) -> set[tuple[str, str, int]]:
     """Remove the contract's targets no objective of the period names any more; return
-    how many."""
+    their (indicator, org unit, year)."""
     held = await session.execute(
         select(Target.indicator, Target.org_unit, Target.year).where(
             Target.source == TargetSource.CONTRACT, Target.contract == contract
         )
     )
-    removed = 0
+    removed: set[tuple[str, str, int]] = set()
     for indicator, org_unit, year in held.all():
         if (indicator, org_unit) not in named or year not in years:
-            await remove_target(session, actor, indicator, org_unit, year)
-            removed += 1
+            await remove_target(session, actor, indicator, org_unit, year, republish=False)
+            removed.add((indicator, org_unit, year))
     return removed
 
 

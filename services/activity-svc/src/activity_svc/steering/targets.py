@@ -113,10 +113,15 @@ def check_target(
         )
 
 
-async def set_target(session: AsyncSession, actor: Principal, change: TargetChange) -> TargetSet:
+async def set_target(
+    session: AsyncSession, actor: Principal, change: TargetChange, *, republish: bool = True
+) -> TargetSet:
     """Create or replace the target of ``change`` (last writer wins), audit it, and
     republish its figures when it moved (404 for an unknown indicator or org unit, 403
-    for an org unit the actor may not steer, 422 for a value the indicator cannot have)."""
+    for an org unit the actor may not steer, 422 for a value the indicator cannot have).
+
+    ``republish=False``: the caller republishes the figures of several targets at once
+    (:func:`activity_svc.reactions.targets_changed`), as a contract's objectives are."""
     indicator = indicator_of(change.indicator)
     unit = await org_unit_of(session, change.org_unit)
     await ensure_may_steer(session, actor, unit)
@@ -171,16 +176,22 @@ async def set_target(session: AsyncSession, actor: Principal, change: TargetChan
         change.value,
         values["monthly_profile"],
     )
-    if changed:
+    if changed and republish:
         await reactions.targets_changed(session, [(change.indicator, change.org_unit, change.year)])
     return TargetSet(target, previous is None, previous, changed)
 
 
 async def remove_target(
-    session: AsyncSession, actor: Principal, indicator: str, org_unit: str, year: int
+    session: AsyncSession,
+    actor: Principal,
+    indicator: str,
+    org_unit: str,
+    year: int,
+    *,
+    republish: bool = True,
 ) -> Target:
     """Remove a target (404 ``target_not_found`` when there is none), audit it, and
-    republish its figures (their target is gone)."""
+    republish its figures (their target is gone; ``republish``: as :func:`set_target`)."""
     indicator_of(indicator)
     unit = await org_unit_of(session, org_unit)
     await ensure_may_steer(session, actor, unit)
@@ -204,5 +215,6 @@ async def remove_target(
         establishment=unit.finess,
         detail={"value": deleted.value, "source": deleted.source, "contract": deleted.contract},
     )
-    await reactions.targets_changed(session, [(indicator, org_unit, year)])
+    if republish:
+        await reactions.targets_changed(session, [(indicator, org_unit, year)])
     return deleted
