@@ -53,6 +53,7 @@ from ght_shared.db import Database
 from ght_shared.devservers import free_port
 from ght_shared.migrations import upgrade
 
+TODAY = date.today()
 BENCH_ADMINISTRATOR = Principal(sub="bench", roles=("admin",), establishments=(TERRITORY,))
 TARGET_RATE = 100_000.0  # records/s, upload → merged aggregates
 TARGET_RATIO = 0.5  # end-to-end rate / raw COPY rate of the same file
@@ -160,7 +161,8 @@ def record_line(
         )
     if roll < 0.70:
         coded = rng.random() < 0.93
-        coded_on = day + timedelta(days=rng.randrange(0, 12)) if coded else ""
+        # Coded within 12 days, never after today (the service refuses a future date).
+        coded_on = min(day + timedelta(days=rng.randrange(0, 12)), TODAY) if coded else ""
         return (
             f"outpatient_act,actes,{source_id},{finess},{uf},,,,,,{day},"
             f"YYYY{rng.randrange(100, 999)},CCAM,{'true' if coded else 'false'},{coded_on},,,"
