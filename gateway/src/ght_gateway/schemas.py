@@ -55,12 +55,16 @@ class Me(BaseModel):
     expires_at: datetime
 
 
+MAX_ESTABLISHMENTS = 100
+"""More than a territory holds: a bound checked before the items are."""
+
+
 class UserCreate(StrictModel):
     username: Username
     display_name: Name
     password: Password
-    roles: list[Role] = Field(min_length=1)
-    establishments: list[str] = Field(min_length=1)
+    roles: list[Role] = Field(min_length=1, max_length=len(Role))
+    establishments: list[str] = Field(min_length=1, max_length=MAX_ESTABLISHMENTS)
     pole: PoleCode | None = None
 
     @field_validator("roles")
@@ -76,8 +80,10 @@ class UserCreate(StrictModel):
 class UserUpdate(StrictModel):
     display_name: Name | None = None
     password: Password | None = None
-    roles: list[Role] | None = Field(default=None, min_length=1)
-    establishments: list[str] | None = Field(default=None, min_length=1)
+    roles: list[Role] | None = Field(default=None, min_length=1, max_length=len(Role))
+    establishments: list[str] | None = Field(
+        default=None, min_length=1, max_length=MAX_ESTABLISHMENTS
+    )
     pole: PoleCode | None = None
     active: bool | None = None
 

@@ -9,6 +9,9 @@ from pydantic_settings import SettingsConfigDict
 
 from ght_shared.settings import ServiceSettings
 
+MAX_BATCH_RECORDS = 10_000
+"""The most records a ``POST /records`` batch may hold, checked before any is validated."""
+
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ACTIVITY_")
@@ -17,7 +20,10 @@ class Settings(ServiceSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/activity"
 
     max_batch_records: int = Field(
-        default=10_000, ge=1, description="Most records in one POST /records batch."
+        default=MAX_BATCH_RECORDS,
+        ge=1,
+        le=MAX_BATCH_RECORDS,
+        description="Most records in one POST /records batch.",
     )
     records_body_bytes: int = Field(
         default=32 * 1_048_576, ge=1024, description="Body limit of POST /records."

@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints
 
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.models import ImportFormat, ImportStatus, OnError
+from activity_svc.settings import MAX_BATCH_RECORDS
 from ght_shared.identifiers import Finess
 from ght_shared.schemas import ReadModel, StrictModel
 
@@ -104,7 +105,7 @@ ActivityRecordIn = Annotated[
 
 
 class RecordBatch(StrictModel):
-    records: list[ActivityRecordIn] = Field(min_length=1)
+    records: list[ActivityRecordIn] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
 
 
 class RejectionRead(ReadModel):
