@@ -189,6 +189,7 @@ class Stack:
             BEDS_ENVIRONMENT="local",
             # The services trust only the tokens the gateway signed: its public keys.
             BEDS_JWT_JWKS_URL=f"{self.gateway.url}/.well-known/jwks.json",
+            BEDS_JWT_REVOCATIONS_URL=f"{self.gateway.url}/auth/revocations",
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -836,6 +837,7 @@ async def measure_feed(
         database_url=servers.database_url(BEDS_DB),
         nats_url=servers.nats_url,
         jwt_jwks_url=None,
+        jwt_revocations_url=None,
         log_level="WARNING",
     )
     database = Database(settings)

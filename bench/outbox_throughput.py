@@ -106,6 +106,7 @@ def bench_settings(database_url: str, nats_url: str, service_name: str) -> Bench
         nats_url=nats_url,
         log_level="WARNING",
         jwt_jwks_url=None,
+        jwt_revocations_url=None,
     )
 
 

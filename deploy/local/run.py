@@ -445,6 +445,7 @@ class Stack:
         else:
             # The services trust only the tokens the gateway signed: its public keys.
             env[f"{prefix}JWT_JWKS_URL"] = f"{gateway_url}/.well-known/jwks.json"
+            env[f"{prefix}JWT_REVOCATIONS_URL"] = f"{gateway_url}/auth/revocations"
         return env
 
     def migrate(self) -> None:

@@ -38,3 +38,9 @@ async def client_token(
 def bearer(token: dict[str, Any] | str) -> dict[str, str]:
     value = token if isinstance(token, str) else token["access_token"]
     return {"Authorization": f"Bearer {value}"}
+
+
+def from_address(app: Any, ip: str) -> httpx.AsyncClient:
+    """A client of ``app`` (its lifespan already entered) calling from address ``ip``."""
+    transport = httpx.ASGITransport(app=app, client=(ip, 40_000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")

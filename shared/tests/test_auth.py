@@ -194,8 +194,10 @@ class TestAStaticKeyVerifierAccepts:
             jti="token-42",
         )
         principal = await verifier.verify(token)
-        expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+        claims = jwt.decode(token, options={"verify_signature": False})
+        expires_at, issued_at = claims["exp"], claims["iat"]
         assert principal == Principal(
+            iat=issued_at,
             sub="dr-cuddy",
             roles=("cadre",),
             establishments=("750000001", "750000002"),

@@ -28,8 +28,9 @@ from ght_shared.metrics import ServiceMetrics, route_label
 
 _log = logging.getLogger(__name__)
 
-# Probes and scrapes would drown the log; they have their own metrics.
-UNLOGGED_PATHS = ("/health/", "/metrics")
+# Probes, scrapes and the services' reading of the revocation list (every few seconds)
+# would drown the log; they have their own metrics.
+UNLOGGED_PATHS = ("/health/", "/metrics", "/auth/revocations")
 
 
 class AccessLogWriter:

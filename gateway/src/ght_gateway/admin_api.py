@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from ght_gateway import identity
 from ght_gateway.models import AccessLogEntry, MachineClient, UserAccount
+from ght_gateway.revocations import Revoked
 from ght_gateway.runtime import gateway_of
 from ght_gateway.schemas import (
     AccessLogRead,
@@ -23,6 +24,7 @@ from ght_gateway.schemas import (
     UserUpdate,
 )
 from ght_gateway.security import AUTHENTICATED_RESPONSES, AdminPrincipal
+from ght_gateway.tokens import revoke_user_logins
 from ght_shared.audit import record_audit
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Page, decode_cursor
@@ -76,8 +78,11 @@ async def read_user(username: str, _: AdminPrincipal, session: SessionDep) -> Us
     "/users/{username}", summary="Change a user", response_model=UserRead, responses=_NOT_FOUND
 )
 async def update_user(
-    username: str, body: UserUpdate, admin: AdminPrincipal, session: SessionDep
+    request: Request, username: str, body: UserUpdate, admin: AdminPrincipal, session: SessionDep
 ) -> UserAccount:
+    """A change of rights or password, or a disabled account, cuts off the access tokens
+    already issued (a refresh gives tokens with the new rights); a new password or a
+    disabled account also ends every login."""
     user = await identity.get_user(session, username)
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     roles = [str(role) for role in changes.pop("roles", user.roles)]
@@ -92,6 +97,12 @@ async def update_user(
     user.updated_at = datetime.now(UTC)
     await session.flush()
     changed = sorted(body.model_dump(exclude_unset=True))
+    if not user.active or body.password is not None:
+        await revoke_user_logins(session, user.id)
+    if set(changed) & {"roles", "establishments", "pole", "active", "password"}:
+        await gateway_of(request).revoker.revoke(
+            session, Revoked.SUBJECT, username, reason=f"user updated: {', '.join(changed)}"
+        )
     await record_audit(
         session, admin, "user.updated", f"user/{username}", detail={"fields": changed}
     )
@@ -141,8 +152,13 @@ async def create_client(
     responses=_NOT_FOUND,
 )
 async def update_client(
-    client_id: str, body: ClientUpdate, admin: AdminPrincipal, session: SessionDep
+    request: Request,
+    client_id: str,
+    body: ClientUpdate,
+    admin: AdminPrincipal,
+    session: SessionDep,
 ) -> ClientRead | ClientWithSecret:
+    """Disabling a client or giving it a new secret cuts off its access tokens."""
     client = await identity.get_client(session, client_id)
     if body.name is not None:
         client.name = body.name
@@ -152,6 +168,13 @@ async def update_client(
     if secret is not None:
         client.secret_hash = await identity.hash_secret(secret)
     await session.flush()
+    if body.active is False or secret is not None:
+        await gateway_of(request).revoker.revoke(
+            session,
+            Revoked.SUBJECT,
+            identity.client_identity(client).subject,
+            reason="client disabled" if body.active is False else "client secret rotated",
+        )
     await record_audit(
         session,
         admin,

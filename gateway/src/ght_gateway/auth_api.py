@@ -1,14 +1,17 @@
-"""OAuth2 token endpoint, JWKS, ``/auth/me`` and logout."""
+"""OAuth2 token endpoint, JWKS, revocation list, ``/auth/me`` and logout."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from ght_gateway.identity import (
     Identity,
@@ -17,14 +20,59 @@ from ght_gateway.identity import (
     authenticate_client,
     authenticate_user,
 )
+from ght_gateway.revocations import current_revocations
 from ght_gateway.runtime import gateway_of
 from ght_gateway.schemas import Me, TokenResponse
 from ght_gateway.security import AUTHENTICATED_RESPONSES, GatewayPrincipal
-from ght_gateway.tokens import InvalidGrant, IssuedToken, ReusedRefreshToken, revoke
+from ght_gateway.tokens import InvalidGrant, IssuedToken, ReusedRefreshToken
 from ght_shared.db import database_of
-from ght_shared.errors import DomainError, TooManyRequests
+from ght_shared.errors import DomainError, TooManyRequests, validation_errors
+
+
+class OAuthErrorRoute(APIRoute):
+    """The token endpoint's errors carry RFC 6749's ``error`` (§5.2) beside ``code``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except RequestValidationError as exc:
+                errors = validation_errors(exc.errors())
+                fields = ", ".join(sorted({e["field"] for e in errors}))
+                raise InvalidRequest(
+                    f"Invalid value for: {fields}", errors=errors, error="invalid_request"
+                ) from exc
+            except DomainError as exc:
+                exc.extra.setdefault("error", _oauth_error(exc))
+                raise
+
+        return handler
+
+
+def _oauth_error(exc: DomainError) -> str:
+    if isinstance(exc, InvalidCredentials):
+        return exc.oauth_error
+    if isinstance(exc, TooManyRequests):
+        return "temporarily_unavailable"
+    if exc.code in OAUTH_ERRORS:
+        return exc.code
+    return "invalid_request"
+
+
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "invalid_scope",
+        "unsupported_grant_type",
+    }
+)
 
 router = APIRouter(tags=["auth"])
+token_router = APIRouter(tags=["auth"], route_class=OAuthErrorRoute)
 
 GRANT_TYPES = ("password", "client_credentials", "refresh_token")
 
@@ -81,19 +129,24 @@ def _required(value: str | None, field: str, grant_type: str) -> str:
     return value
 
 
-@router.post(
+@token_router.post(
     "/auth/token",
     summary="Get an access token (OAuth2: password, client_credentials, refresh_token)",
     response_model=TokenResponse,
     responses={
-        400: {"description": "invalid_request, invalid_grant, invalid_scope (problem+json)"},
-        401: {"description": "Wrong credentials (problem+json)"},
+        400: {
+            "description": "invalid_request, invalid_grant, invalid_scope (problem+json, with "
+            "RFC 6749's `error`)"
+        },
+        401: {"description": "Wrong credentials (`error`: invalid_grant or invalid_client)"},
         429: {"description": "Too many attempts for this account or from this address"},
     },
 )
 async def token(
     request: Request,
-    grant_type: Annotated[str, Form(min_length=1, description=" | ".join(GRANT_TYPES))],
+    grant_type: Annotated[
+        str, Form(min_length=1, max_length=64, description=" | ".join(GRANT_TYPES))
+    ],
     username: Annotated[str | None, Form(max_length=200)] = None,
     password: Annotated[str | None, Form(max_length=1000)] = None,
     client_id: Annotated[str | None, Form(max_length=200)] = None,
@@ -134,7 +187,7 @@ async def token(
                     _required(client_id, "client_id", grant_type),
                     _required(client_secret, "client_secret", grant_type),
                 )
-                identity = await authenticate_client(session, gateway.login_guard, cid, secret, ip)
+                identity = await authenticate_client(session, cid, secret, ip)
                 # No refresh token for clients: they hold their credentials (RFC 6749 §4.4.3).
                 issued = await gateway.issuer.issue(
                     session, identity, _granted_scopes(identity, scope), with_refresh=False
@@ -167,6 +220,16 @@ async def jwks(request: Request, response: Response) -> dict[str, Any]:
 
 
 @router.get(
+    "/auth/revocations",
+    summary="The access tokens refused before their expiry (digests), for the services",
+)
+async def revocations(request: Request, response: Response) -> dict[str, Any]:
+    response.headers["Cache-Control"] = "no-store"
+    revoked = await current_revocations(database_of(request))
+    return {"revoked": [{"key": key, "at": at} for key, at in revoked.items()]}
+
+
+@router.get(
     "/auth/me",
     summary="Who the token says you are",
     response_model=Me,
@@ -196,6 +259,6 @@ async def logout(
     refresh_token: Annotated[str, Form(max_length=200)],
 ) -> Response:
     async with database_of(request).transaction() as session:
-        if not await revoke(session, refresh_token, principal.sub):
+        if not await gateway_of(request).issuer.logout(session, refresh_token, principal.sub):
             raise InvalidGrant("Unknown refresh token.", field="refresh_token")
     return Response(status_code=204)

@@ -2,9 +2,8 @@
 
 Passwords and client secrets are hashed with argon2id (RFC 9106 parameters of
 argon2-cffi), computed in a worker thread so that a login never stalls the
-event loop. After ``login_max_failures`` failed attempts on one account within
-``login_window_s``, every further attempt must wait (exponential backoff from
-the last failure) and is refused with 429 before the password is even checked.
+event loop. People's passwords are braked (:class:`LoginGuard`, ADR 0014);
+machine secrets, 256 random bits, are not: no stranger can lock a client out.
 """
 
 from __future__ import annotations
@@ -39,6 +38,10 @@ class InvalidCredentials(DomainError):
     status = 401
     code = "invalid_credentials"
     title = "Invalid credentials"
+
+    def __init__(self, detail: str, *, client: bool) -> None:
+        super().__init__(detail)
+        self.oauth_error = "invalid_client" if client else "invalid_grant"  # RFC 6749 §5.2
 
 
 class TooManyAttempts(TooManyRequests):
@@ -121,68 +124,104 @@ def check_rights(roles: Iterable[str], establishments: list[str], pole: str | No
 
 
 class LoginGuard:
-    """Counts failed attempts per account and imposes an exponential wait past the limit."""
+    """The brake on guessing a person's password (ADR 0014).
+
+    Failures are counted per account *and source address*: past ``login_max_failures``
+    within ``login_window_s`` from one address, that address must wait (exponential
+    backoff from its last failure), refused with 429 before the password is checked.
+    A stranger thus slows only their own address, never the owner's. Against guesses
+    spread over many addresses, past ``login_account_max_failures`` failures of the
+    account from anywhere, the addresses the account has not logged in from within
+    ``login_familiar_days`` wait too; the familiar ones never do.
+
+    The check and the attempt are serialised per account (a transaction-level advisory
+    lock held until the attempt is recorded), so concurrent guesses are counted one by
+    one: a burst of twelve passes five at most.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.max_failures = settings.login_max_failures
+        self.account_max_failures = settings.login_account_max_failures
         self.window = timedelta(seconds=settings.login_window_s)
+        self.familiar = timedelta(days=settings.login_familiar_days)
         self.backoff_base_s = settings.login_backoff_base_s
 
     async def check(self, session: AsyncSession, account: str, ip: str | None) -> None:
-        """Raise :class:`TooManyAttempts` while ``account`` must wait before trying again."""
+        """Raise :class:`TooManyAttempts` while ``account`` must wait before trying again
+        from ``ip``; until the transaction ends, other attempts on ``account`` wait."""
+        await session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(f"login:{account}", 0)))
+        )
         now = datetime.now(UTC)
-        failures, last_failure = (
+        from_ip = LoginAttempt.ip.is_not_distinct_from(ip)
+        failed = ~LoginAttempt.success
+        here, last_here, anywhere, last_anywhere, familiar = (
             await session.execute(
-                select(func.count(), func.max(LoginAttempt.at)).where(
+                select(
+                    func.count().filter(failed, from_ip),
+                    func.max(LoginAttempt.at).filter(failed, from_ip),
+                    func.count().filter(failed),
+                    func.max(LoginAttempt.at).filter(failed),
+                    func.bool_or(
+                        LoginAttempt.success & from_ip & (LoginAttempt.at > now - self.familiar)
+                    ),
+                ).where(
                     LoginAttempt.username == account,
-                    LoginAttempt.success.is_(False),
-                    LoginAttempt.at > now - self.window,
+                    LoginAttempt.at > now - max(self.window, self.familiar),
+                    LoginAttempt.success | (LoginAttempt.at > now - self.window),
                 )
             )
         ).one()
-        if failures < self.max_failures or last_failure is None:
-            return
-        excess = failures - self.max_failures
-        wait_s = min(self.backoff_base_s * 2**excess, self.window.total_seconds())
-        remaining = (last_failure + timedelta(seconds=wait_s) - now).total_seconds()
+        waits = [self._wait(here, self.max_failures, last_here, now)]
+        if not familiar:
+            waits.append(self._wait(anywhere, self.account_max_failures, last_anywhere, now))
+        remaining = max(waits)
         if remaining > 0:
             _log.warning(
                 "login throttled",
-                extra={"account": account, "ip": ip, "failures": failures, "wait_s": remaining},
+                extra={"account": account, "ip": ip, "failures": here, "wait_s": remaining},
             )
             raise TooManyAttempts(
-                f"Too many failed attempts for this account; retry in {math.ceil(remaining)} s.",
+                "Too many failed attempts for this account from this address; "
+                f"retry in {math.ceil(remaining)} s.",
                 retry_after_s=math.ceil(remaining),
             )
 
-    async def record(
-        self, session: AsyncSession, account: str, ip: str | None, success: bool
-    ) -> None:
-        session.add(LoginAttempt(username=account, ip=ip, success=success, at=datetime.now(UTC)))
-        await session.flush()
-        if not success:
-            _log.warning("login failed", extra={"account": account, "ip": ip})
+    def _wait(self, failures: int, limit: int, last: datetime | None, now: datetime) -> float:
+        """Seconds still to wait after ``failures`` past ``limit``, the last one at ``last``."""
+        if failures < limit or last is None:
+            return 0.0
+        wait_s = min(self.backoff_base_s * 2 ** (failures - limit), self.window.total_seconds())
+        return (last + timedelta(seconds=wait_s) - now).total_seconds()
 
 
 async def _check_secret(
     session: AsyncSession,
-    guard: LoginGuard,
+    guard: LoginGuard | None,
     account: str,
     ip: str | None,
     stored: UserAccount | MachineClient | None,
     secret: str,
 ) -> None:
-    """Refuse a throttled account, an unknown or disabled one or a wrong secret; log the try."""
-    await guard.check(session, account, ip)
+    """Refuse a throttled account, an unknown or disabled one or a wrong secret; log the try.
+
+    ``guard`` is None for machine clients: their secrets cannot be guessed.
+    """
+    if guard is not None:
+        await guard.check(session, account, ip)
     if stored is None:
         hashed = _UNKNOWN_ACCOUNT_HASH  # as costly as a known account: no timing oracle
     else:
         hashed = stored.password_hash if isinstance(stored, UserAccount) else stored.secret_hash
     valid = await verify_secret(hashed, secret)
     ok = stored is not None and valid and stored.active
-    await guard.record(session, account, ip, success=ok)
+    session.add(LoginAttempt(username=account, ip=ip, success=ok, at=datetime.now(UTC)))
+    await session.flush()
     if not ok:
-        raise InvalidCredentials("Unknown account or wrong password or secret.")
+        _log.warning("login failed", extra={"account": account, "ip": ip})
+        raise InvalidCredentials(
+            "Unknown account or wrong password or secret.", client=guard is None
+        )
 
 
 async def authenticate_user(
@@ -195,10 +234,10 @@ async def authenticate_user(
 
 
 async def authenticate_client(
-    session: AsyncSession, guard: LoginGuard, client_id: str, secret: str, ip: str | None
+    session: AsyncSession, client_id: str, secret: str, ip: str | None
 ) -> Identity:
     client = await session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
-    await _check_secret(session, guard, f"client:{client_id}", ip, client, secret)
+    await _check_secret(session, None, f"client:{client_id}", ip, client, secret)
     assert client is not None
     return client_identity(client)
 

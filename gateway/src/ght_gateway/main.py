@@ -11,6 +11,7 @@ from ght_gateway import admin_api, auth_api, feed, overview, proxy
 from ght_gateway.access import RateLimitHeadersMiddleware, record_access
 from ght_gateway.openapi import install_merged_openapi
 from ght_gateway.ratelimit import TokenBuckets
+from ght_gateway.revocations import current_revocations
 from ght_gateway.runtime import identity_lifespan
 from ght_gateway.scopes import route_scopes_lifespan
 from ght_gateway.settings import Settings
@@ -26,7 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ServiceParts(
             title="gateway",
             description=ght_gateway.__doc__ or "",
-            routers=(auth_api.router, admin_api.router, overview.router, feed.router, proxy.router),
+            routers=(
+                auth_api.token_router,
+                auth_api.router,
+                admin_api.router,
+                overview.router,
+                feed.router,
+                proxy.router,
+            ),
             lifespans=(
                 identity_lifespan,
                 feed.feed_lifespan,
@@ -59,9 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ),
     )
-    # The gateway verifies its own tokens with the keys of its database, not over HTTP.
+    # The gateway verifies its own tokens with the keys and revocations of its database,
+    # not over HTTP.
     app.state.token_verifier = TokenVerifier(
-        settings, jwks_loader=lambda: app.state.gateway.keys.jwks()
+        settings,
+        jwks_loader=lambda: app.state.gateway.keys.jwks(),
+        revocations_loader=lambda: current_revocations(app.state.database),
     )
     app.state.request_buckets = TokenBuckets()
     install_merged_openapi(app, settings.openapi_cache_s)

@@ -105,3 +105,17 @@ class AccessLogEntry(Base):
     duration_ms: Mapped[float]
     request_id: Mapped[str | None] = mapped_column(Text)
     client_ip: Mapped[str | None] = mapped_column(Text)
+
+
+class TokenRevocation(Base):
+    """Access tokens refused before their expiry: those of a subject issued before
+    ``revoked_at``, or of one login session (``sid``), or one token (``jti``)."""
+
+    __tablename__ = "token_revocation"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)  # ght_shared.auth.revocation_key
+    kind: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Past this, no token the revocation concerns is valid any longer: the row can go.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    reason: Mapped[str] = mapped_column(Text)

@@ -62,7 +62,18 @@ class Settings(ServiceSettings):
     )
 
     # Brute force and rate limits.
-    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed passwords of one account from one address."
+    )
+    login_account_max_failures: int = Field(
+        default=20,
+        ge=1,
+        description="Failed passwords of one account from anywhere, past which the addresses"
+        " it has not logged in from recently must wait too.",
+    )
+    login_familiar_days: int = Field(
+        default=30, ge=1, description="How long an address stays familiar after a login."
+    )
     login_window_s: int = Field(default=900, ge=60)
     login_backoff_base_s: float = Field(default=2.0, gt=0)
     token_ip_limit: RateLimit = RateLimit(rate=1.0, burst=30)

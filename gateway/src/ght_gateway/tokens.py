@@ -3,7 +3,8 @@
 A refresh token is an opaque random string; only its SHA-256 is stored. Each
 use spends it and issues the next one of the same family. Presenting a spent
 token again means it was copied: the whole family is revoked, so both the
-thief and the owner must log in again (OAuth 2.0 Security BCP, RFC 9700 §4.14).
+thief and the owner must log in again (OAuth 2.0 Security BCP, RFC 9700 §4.14),
+and the access tokens of that login (its ``sid``) are revoked with it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ght_gateway.identity import Identity, user_identity
 from ght_gateway.keys import KeyStore
 from ght_gateway.models import RefreshToken, UserAccount
+from ght_gateway.revocations import Revoked, Revoker
 from ght_gateway.roles import scope_string
 from ght_shared.errors import DomainError
 
@@ -47,6 +49,7 @@ class TokenIssuer:
     def __init__(
         self,
         keys: KeyStore,
+        revoker: Revoker,
         *,
         issuer: str,
         audience: str,
@@ -54,21 +57,26 @@ class TokenIssuer:
         refresh_ttl_s: int,
     ) -> None:
         self.keys = keys
+        self.revoker = revoker
         self.issuer = issuer
         self.audience = audience
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
 
-    async def access_token(self, identity: Identity, scopes: frozenset[str]) -> str:
+    async def access_token(
+        self, identity: Identity, scopes: frozenset[str], session_id: uuid.UUID | None = None
+    ) -> str:
+        """A signed access token; ``session_id`` is the refresh-token family of a login."""
         signer = await self.keys.signer()
-        now = int(time.time())
+        now = time.time()
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": identity.subject,
-            "iat": now,
-            "nbf": now,
-            "exp": now + self.access_ttl_s,
+            # To the millisecond: a revocation refuses the tokens issued until it.
+            "iat": round(now, 3),
+            "nbf": int(now),
+            "exp": int(now) + self.access_ttl_s,
             "jti": uuid.uuid4().hex,
             "name": identity.name,
             "roles": list(identity.roles),
@@ -77,6 +85,8 @@ class TokenIssuer:
         }
         if identity.pole:
             claims["pole"] = identity.pole
+        if session_id is not None:
+            claims["sid"] = session_id.hex
         return jwt.encode(
             claims, signer.private_key, algorithm=signer.algorithm, headers={"kid": signer.kid}
         )
@@ -93,11 +103,12 @@ class TokenIssuer:
         refresh = None
         if with_refresh:
             assert isinstance(identity.user_id, uuid.UUID)
-            refresh = await self._new_refresh_token(
-                session, identity.user_id, family_id or uuid.uuid4()
-            )
+            family_id = family_id or uuid.uuid4()
+            refresh = await self._new_refresh_token(session, identity.user_id, family_id)
         return IssuedToken(
-            access_token=await self.access_token(identity, scopes),
+            access_token=await self.access_token(
+                identity, scopes, session_id=family_id if with_refresh else None
+            ),
             expires_in=self.access_ttl_s,
             scope=scope_string(scopes),
             refresh_token=refresh,
@@ -116,7 +127,7 @@ class TokenIssuer:
         if row.used_at is not None or row.revoked_at is not None:
             if row.used_at is not None and row.revoked_at is None:
                 # A spent token presented again: it was copied. Revoke the family.
-                await revoke_family(session, row.family_id)
+                await self.revoke_login(session, row.family_id, "refresh token reused")
                 raise ReusedRefreshToken(
                     "Refresh token reused: every session of this login is revoked."
                 )
@@ -126,12 +137,29 @@ class TokenIssuer:
         row.used_at = now
         user = await session.get(UserAccount, row.user_id)
         if user is None or not user.active:
-            await revoke_family(session, row.family_id)
+            await self.revoke_login(session, row.family_id, "account disabled")
             raise InvalidGrant("The account is disabled.")
         identity = user_identity(user)  # roles as they are now, not as they were at login
         return await self.issue(
             session, identity, identity.scopes, with_refresh=True, family_id=row.family_id
         )
+
+    async def revoke_login(self, session: AsyncSession, family_id: uuid.UUID, reason: str) -> None:
+        """End one login: its refresh tokens and the access tokens issued with them."""
+        await revoke_family(session, family_id)
+        await self.revoker.revoke(session, Revoked.SESSION, family_id.hex, reason)
+
+    async def logout(self, session: AsyncSession, presented: str, username: str) -> bool:
+        """End the login of ``username``'s refresh token ``presented``; False if unknown."""
+        row = await session.scalar(
+            select(RefreshToken)
+            .join(UserAccount, UserAccount.id == RefreshToken.user_id)
+            .where(RefreshToken.token_hash == _digest(presented), UserAccount.username == username)
+        )
+        if row is None:
+            return False
+        await self.revoke_login(session, row.family_id, "logout")
+        return True
 
     async def _new_refresh_token(
         self, session: AsyncSession, user_id: uuid.UUID, family_id: uuid.UUID
@@ -163,17 +191,13 @@ async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
     )
 
 
-async def revoke(session: AsyncSession, presented: str, username: str) -> bool:
-    """Revoke the family of ``username``'s token ``presented`` (logout); False if unknown."""
-    row = await session.scalar(
-        select(RefreshToken)
-        .join(UserAccount, UserAccount.id == RefreshToken.user_id)
-        .where(RefreshToken.token_hash == _digest(presented), UserAccount.username == username)
+async def revoke_user_logins(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Revoke every refresh token of a user (disabled, or a new password)."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
     )
-    if row is None:
-        return False
-    await revoke_family(session, row.family_id)
-    return True
 
 
 def _digest(token: str) -> bytes:

@@ -249,6 +249,7 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
                     await extras.enter_async_context(extra(app))
                 yield
         finally:
+            await app.state.token_verifier.revocations.close()
             await _stop(runtime)
 
     app = FastAPI(

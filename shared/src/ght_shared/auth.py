@@ -2,12 +2,19 @@
 
 Asymmetric algorithms only, from an allow-list; ``kid`` selects among the keys
 of the configured JWKS (or one static public key), never a key named by the
-token itself (RFC 8725). ``exp``, ``nbf``, ``iss`` and ``aud`` are checked.
+token itself (RFC 8725). ``exp``, ``nbf``, ``iss`` and ``aud`` are checked, then
+the gateway's revocation list (:class:`RevocationList`, ADR 0015): a token whose
+subject, login session (``sid``) or id (``jti``) was revoked after it was issued
+is refused, within seconds of the revocation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,6 +31,8 @@ from sqlalchemy.orm import QueryableAttribute
 
 from ght_shared.errors import Forbidden, ServiceUnavailable, Unauthenticated
 from ght_shared.settings import ServiceSettings
+
+_log = logging.getLogger(__name__)
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid bearer token (`unauthenticated`)."},
@@ -93,6 +102,9 @@ class Principal(BaseModel):
     establishments: tuple[str, ...] = ()
     scope: str = ""
     token_id: str | None = Field(default=None, alias="jti")
+    session_id: str | None = Field(default=None, alias="sid")
+    """The login (refresh-token family) a person's token was issued in."""
+    issued_at: float | None = Field(default=None, alias="iat")
     name: str | None = None
     pole: str | None = None
     """The pôle of a ``pole_manager`` (chef de pôle, cadre de gestion)."""
@@ -113,6 +125,91 @@ class Principal(BaseModel):
         """True when the principal may act for this establishment (FINESS)."""
         return self.is_territorial or establishment in self.establishments
 
+    def revocation_keys(self) -> tuple[str, ...]:
+        """The keys under which this principal's token may be revoked."""
+        keys = [revocation_key("sub", self.sub)]
+        if self.session_id:
+            keys.append(revocation_key("sid", self.session_id))
+        if self.token_id:
+            keys.append(revocation_key("jti", self.token_id))
+        return tuple(keys)
+
+
+def revocation_key(kind: str, value: str) -> str:
+    """The published form of a revoked ``sub``, ``sid`` or ``jti``: a digest, so that the
+    list names no account."""
+    digest = hashlib.sha256(f"{kind}:{value}".encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+RevocationsLoader = Callable[[], Awaitable[dict[str, float]]]
+"""Reads the revocation list: key → when it was revoked (seconds since the epoch)."""
+
+
+class RevocationList:
+    """The revoked keys, read again every ``refresh_s`` in the background.
+
+    A token is refused when one of its keys was revoked at or after its ``iat``. The
+    check itself never waits for the list: a refresh starts when the list is older than
+    ``refresh_s`` and the request goes on with the list at hand. When the list cannot be
+    read, the last one read stays (the issuer is down: it issues nothing either).
+    """
+
+    def __init__(self, loader: RevocationsLoader | None, refresh_s: float) -> None:
+        self._loader = loader
+        self._refresh_s = refresh_s
+        self._revoked: dict[str, float] = {}
+        self._added: dict[str, tuple[float, float]] = {}  # key -> (revoked at, added at)
+        self._attempted_at = -math.inf
+        self._refreshing: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def refuses(self, principal: Principal, keys: tuple[str, ...]) -> bool:
+        self._refresh_when_stale()
+        issued_at = principal.issued_at if principal.issued_at is not None else -math.inf
+        return any(self._revoked.get(key, -math.inf) >= issued_at for key in keys)
+
+    def add(self, key: str, revoked_at: float) -> None:
+        """Take a revocation this process has just made, before the next refresh."""
+        self._revoked[key] = max(revoked_at, self._revoked.get(key, -math.inf))
+        self._added[key] = (revoked_at, time.monotonic())
+
+    async def refresh(self) -> None:
+        """Read the list now (raises when it cannot be read)."""
+        if self._loader is None:
+            return
+        started = time.monotonic()
+        self._attempted_at = started
+        loaded = await self._loader()
+        # What this process added while the list was being read may not be in it yet.
+        self._added = {k: v for k, v in self._added.items() if v[1] >= started}
+        for key, (revoked_at, _) in self._added.items():
+            loaded[key] = max(revoked_at, loaded.get(key, -math.inf))
+        self._revoked = loaded
+
+    def _refresh_when_stale(self) -> None:
+        if self._loader is None or time.monotonic() - self._attempted_at < self._refresh_s:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._attempted_at = time.monotonic()
+            self._refreshing = asyncio.create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:  # keep the last list; say so once per outage
+            if not self._failing:
+                _log.warning("revocation list not read, the last one stays: %r", exc)
+            self._failing = True
+        else:
+            if self._failing:
+                _log.info("revocation list read again")
+            self._failing = False
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+
 
 class TokenVerifier:
     """Verifies bearer tokens against a static key or a cached JWKS."""
@@ -122,8 +219,10 @@ class TokenVerifier:
         settings: ServiceSettings,
         http: httpx.AsyncClient | None = None,
         jwks_loader: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        revocations_loader: RevocationsLoader | None = None,
     ) -> None:
-        """``jwks_loader`` replaces the JWKS URL: the issuer itself reads its own key set."""
+        """``jwks_loader`` and ``revocations_loader`` replace the URLs: the issuer itself
+        reads its own key set and revocations."""
         unknown = set(settings.jwt_algorithms) - ASYMMETRIC_ALGORITHMS
         if unknown:
             raise ValueError(f"only asymmetric JWT algorithms are allowed, not {sorted(unknown)}")
@@ -140,26 +239,35 @@ class TokenVerifier:
         self._refresh_lock = asyncio.Lock()
         self._http = http
         self._jwks_loader = jwks_loader
-        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[Principal, tuple[str, ...]]] = OrderedDict()
+        if revocations_loader is None and settings.jwt_revocations_url:
+            revocations_loader = self._revocations_from(settings.jwt_revocations_url)
+        self.revocations = RevocationList(revocations_loader, settings.revocations_refresh_s)
 
     async def verify(self, token: str) -> Principal:
-        """Return the principal of a valid token; raise :class:`Unauthenticated` otherwise.
+        """Return the principal of a valid, unrevoked token; raise :class:`Unauthenticated`
+        otherwise.
 
         A token verified once is remembered until its ``exp`` (a client sends the same
-        token with each request; a signature check costs more than the rest of a hop).
+        token with each request; a signature check costs more than the rest of a hop);
+        the revocation list is consulted every time.
         """
         cached = self._verified.get(token)
-        if cached is not None:
-            if cached.expires_at is not None and time.time() < cached.expires_at:
-                self._verified.move_to_end(token)
-                return cached
+        if cached is not None and time.time() >= (cached[0].expires_at or 0):
             del self._verified[token]
-        principal = await self._verify(token)
-        if principal.expires_at is not None:
-            self._verified[token] = principal
-            if len(self._verified) > VERIFIED_CACHE_SIZE:
-                self._verified.popitem(last=False)
-        return principal
+            cached = None
+        if cached is not None:
+            self._verified.move_to_end(token)
+        else:
+            principal = await self._verify(token)
+            cached = (principal, principal.revocation_keys())
+            if principal.expires_at is not None:
+                self._verified[token] = cached
+                if len(self._verified) > VERIFIED_CACHE_SIZE:
+                    self._verified.popitem(last=False)
+        if self.revocations.refuses(*cached):
+            raise Unauthenticated("Token revoked.")
+        return cached[0]
 
     async def _verify(self, token: str) -> Principal:
         try:
@@ -252,9 +360,19 @@ class TokenVerifier:
             return await self._jwks_loader()
         if not self.jwks_url:
             raise ServiceUnavailable("No JWKS URL or public key is configured.")
+        return await self._get_json(self.jwks_url)
+
+    def _revocations_from(self, url: str) -> RevocationsLoader:
+        async def load() -> dict[str, float]:
+            document = await self._get_json(url)
+            return {entry["key"]: float(entry["at"]) for entry in document["revoked"]}
+
+        return load
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
         client = self._http or httpx.AsyncClient(timeout=3.0)
         try:
-            response = await client.get(self.jwks_url)
+            response = await client.get(url)
             response.raise_for_status()
             document: dict[str, Any] = response.json()
             return document

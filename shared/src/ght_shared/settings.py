@@ -67,6 +67,13 @@ class ServiceSettings(BaseSettings):
     jwt_algorithms: tuple[str, ...] = ("EdDSA", "RS256", "ES256")
     jwt_leeway_s: float = Field(default=30.0, ge=0)
     jwks_cache_ttl_s: float = Field(default=300.0, gt=0)
+    jwt_revocations_url: str | None = Field(
+        default="http://127.0.0.1:8000/auth/revocations",
+        description="The gateway's list of revoked tokens and subjects; None: no check.",
+    )
+    revocations_refresh_s: float = Field(
+        default=2.0, gt=0, description="How often the revocation list is read again."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -267,6 +267,7 @@ def make_settings(
             "nats_url": nats_url,
             "jwt_public_key": signing_key.public_pem,
             "jwt_jwks_url": None,
+            "jwt_revocations_url": None,
             "jwt_issuer": TEST_ISSUER,
             "jwt_audience": TEST_AUDIENCE,
             "log_level": "WARNING",
