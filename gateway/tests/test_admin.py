@@ -276,3 +276,14 @@ async def test_a_refused_oversized_body_is_logged_with_its_413(gateway, admin):
     assert response.status_code == 413
     page = await gateway.get("/admin/audit", params={"path_prefix": "/auth/token"}, headers=admin)
     assert [item["status"] for item in page.json()["items"]][:1] == [413]
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+@pytest.mark.parametrize("name", ["since", "until"])
+async def test_an_edge_moment_in_the_audit_query_is_a_422_naming_it(gateway, moment, name):
+    admin = bearer(await password_token(gateway, "admin"))
+
+    response = await gateway.get("/admin/audit", params={name: moment}, headers=admin)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == name

@@ -28,6 +28,7 @@ from ght_gateway.tokens import revoke_user_logins
 from ght_shared.audit import record_audit
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Page, decode_cursor
+from ght_shared.schemas import Moment
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such account."}}
 
@@ -218,8 +219,8 @@ async def access_log(
     path_prefix: Annotated[str | None, Query(max_length=500)] = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
     request_id: Annotated[str | None, Query(max_length=128)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Entries per page.")] = 100,
     cursor: Cursor = None,
 ) -> Page[AccessLogRead]:

@@ -25,6 +25,10 @@ from starlette.routing import Match
 from ght_shared.context import request_id_var
 
 PROBLEM_JSON = "application/problem+json"
+MAX_REPORTED_ERRORS = 100
+"""A validation failure reports its first errors and how many there were in all."""
+MAX_ERROR_TEXT = 200
+"""Longest field path or message echoed back: a client's 1 MB key is not returned."""
 _log = logging.getLogger(__name__)
 
 
@@ -140,10 +144,15 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(parts[1:]) if len(parts) > 1 else ".".join(parts)
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
 def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """Turn pydantic errors into ``{field, rule, message}`` entries a person can act on."""
+    """Turn pydantic errors into ``{field, rule, message}`` entries a person can act on
+    (the first :data:`MAX_REPORTED_ERRORS`, each bounded; never the input itself)."""
     out = []
-    for err in errors:
+    for err in errors[:MAX_REPORTED_ERRORS]:
         loc = err.get("loc", ())
         field = _field_path(loc)
         message = err.get("msg", "invalid value")
@@ -158,10 +167,10 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
             field = f"{field}.{str(discriminator).strip(chr(39))}" if field else field
         out.append(
             {
-                "field": field,
+                "field": _clip(field),
                 "in": str(loc[0]) if loc else "body",
                 "rule": err.get("type", "invalid"),
-                "message": message,
+                "message": _clip(message),
             }
         )
     return out
@@ -176,14 +185,20 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = validation_errors(exc.errors())
-    fields = ", ".join(sorted({e["field"] for e in errors})) or "request"
+    every = exc.errors()
+    errors = validation_errors(every)
+    fields = sorted({e["field"] for e in errors})
+    named = ", ".join(fields[:10]) + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")
+    detail = f"Invalid value for: {named or 'request'}"
+    if len(every) > len(errors):
+        detail += f" ({len(every)} errors; the first {len(errors)} are listed)"
     return problem(
         422,
         "validation_failed",
         "Invalid request",
-        f"Invalid value for: {fields}",
+        detail,
         errors=errors,
+        error_count=len(every),
     )
 
 

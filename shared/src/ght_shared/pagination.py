@@ -26,6 +26,7 @@ from fastapi import Query
 from pydantic import BaseModel, Field
 
 from ght_shared.errors import InvalidInput
+from ght_shared.schemas import EARLIEST_YEAR, LATEST_YEAR
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,6 +128,8 @@ def _typed(value: Any, wanted: type[Any]) -> Any:
             return uuid.UUID(value)
         if wanted is datetime:
             moment = datetime.fromisoformat(value)
+            if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+                raise ValueError("out of range")  # its conversion to UTC could overflow
             return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         if wanted is date:
             return date.fromisoformat(value)

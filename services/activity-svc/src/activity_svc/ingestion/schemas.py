@@ -13,9 +13,9 @@ from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.models import ImportFormat, ImportStatus, OnError
 from activity_svc.settings import MAX_BATCH_RECORDS
 from ght_shared.identifiers import Finess
-from ght_shared.schemas import ReadModel, StrictModel
+from ght_shared.schemas import Flag, IsoDate, LocalMoment, Printable, ReadModel, StrictModel
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+Text = Annotated[Printable, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 Uf = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,12}$")]
 Amount = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 CcamCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{4}[0-9]{3}$")]
@@ -33,8 +33,8 @@ class StayRecord(_Record):
     """A hospital stay (PMSI): counts in its discharge month."""
 
     kind: Literal["stay"]
-    admitted_at: dt.datetime = Field(description="ISO 8601; without offset = Europe/Paris time.")
-    discharged_at: dt.datetime
+    admitted_at: LocalMoment = Field(description="ISO 8601; without offset = Europe/Paris time.")
+    discharged_at: LocalMoment
     drg: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}[CKMZ][0-9]{2}[0-9A-Z]$")] = Field(
         description="GHM code, e.g. 05M092 (third character C: surgical)."
     )
@@ -49,33 +49,33 @@ class OutpatientActRecord(_Record):
     """An outpatient act (acte externe), coded or not yet."""
 
     kind: Literal["outpatient_act"]
-    date: dt.date
+    date: IsoDate
     code: Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,4}[0-9]{0,3}$")] = Field(
         description="CCAM code (4 letters, 3 digits) or NGAP letter key (C, CS, APC...)."
     )
     code_system: Literal["CCAM", "NGAP"]
-    coded: bool
-    coded_on: dt.date | None = Field(default=None, description="Required when coded.")
+    coded: Flag
+    coded_on: IsoDate | None = Field(default=None, description="Required when coded.")
     amount: Amount | None = None
 
 
 class ImagingExamRecord(_Record):
     kind: Literal["imaging_exam"]
-    date: dt.date
+    date: IsoDate
     code: CcamCode | None = None
     amount: Amount | None = None
 
 
 class ConsultationRecord(_Record):
     kind: Literal["consultation"]
-    date: dt.date
+    date: IsoDate
     code: NgapCode | None = None
     amount: Amount | None = None
 
 
 class ExpenseRecord(_Record):
     kind: Literal["expense"]
-    date: dt.date
+    date: IsoDate
     budget_title: Annotated[int, Field(ge=1, le=4)] = Field(
         description="1 staff, 2 medical, 3 general and hotel, 4 depreciation and financial."
     )
@@ -87,7 +87,7 @@ class ExpenseRecord(_Record):
 
 class RevenueRecord(_Record):
     kind: Literal["revenue"]
-    date: dt.date
+    date: IsoDate
     budget_title: Annotated[int, Field(ge=1, le=3)]
     account: Annotated[str, StringConstraints(pattern=r"^7[0-9]{1,9}$")] | None = None
     amount: Amount

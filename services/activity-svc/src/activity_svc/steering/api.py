@@ -6,7 +6,7 @@ rules, audit, events, republished figures), and answers.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -29,6 +29,7 @@ from activity_svc.steering.targets import TargetChange
 from ght_shared.auth import readable_by
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
+from ght_shared.schemas import Moment
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {
@@ -260,7 +261,7 @@ async def list_alerts(
     ] = None,
     indicator: str | None = None,
     status: AlertStatus | None = None,
-    since: Annotated[datetime | None, Query(description="Raised at or after.")] = None,
+    since: Annotated[Moment | None, Query(description="Raised at or after.")] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[AlertRead]:
@@ -276,7 +277,7 @@ async def list_alerts(
     if status is not None:
         query = query.where(Alert.status == status)
     if since is not None:
-        query = query.where(Alert.raised_at >= _aware(since))
+        query = query.where(Alert.raised_at >= since)
     if cursor is not None:
         after = decode_cursor(cursor, datetime, uuid.UUID)
         query = query.where(tuple_(Alert.raised_at, Alert.id) < tuple_(*after))
@@ -300,7 +301,3 @@ async def list_alerts(
 )
 async def acknowledge_alert(alert_id: uuid.UUID, principal: Steerer, session: SessionDep) -> Alert:
     return await alerts.acknowledge_alert(session, principal, alert_id)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

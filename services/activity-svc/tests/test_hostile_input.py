@@ -1,0 +1,119 @@
+"""Input a careless client or an attacker sends: huge lists, edge dates, numbers for dates,
+words for booleans, control characters in identifiers. Each is a small 4xx naming the
+field and the rule, with nothing written."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from activity_testing import CHU
+from test_ingestion import act, post_records, record_count, stay
+
+from ght_shared.db import Database
+from ght_shared.errors import MAX_REPORTED_ERRORS
+
+pytestmark = pytest.mark.usefixtures("territory")
+
+EDGE_MOMENTS = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
+
+
+async def test_a_batch_of_empty_records_is_refused_in_a_small_answer(
+    activity: httpx.AsyncClient, auth: Any
+) -> None:
+    body = b'{"records":[' + b",".join([b"{}"] * 300_000) + b"]}"
+    response = await activity.post(
+        "/records",
+        content=body,
+        headers={**auth("it_system", CHU), "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    assert len(response.content) < 4_096
+    assert response.json()["errors"][0]["rule"] == "too_long"
+
+
+async def test_a_full_batch_of_bad_records_reports_the_first_errors_and_their_count(
+    activity: httpx.AsyncClient, auth: Any, database: Database
+) -> None:
+    bad = [stay(f"S{i}", severity="x" * 60, drg="nope") for i in range(10_000)]
+
+    response = await post_records(activity, auth("it_system", CHU), bad)
+
+    assert response.status_code == 422
+    problem = response.json()
+    assert len(problem["errors"]) == MAX_REPORTED_ERRORS
+    assert problem["error_count"] >= 20_000
+    assert len(response.content) < 64 * 1024
+    assert len(problem["detail"]) < 1_000
+    assert await record_count(database) == 0
+
+
+async def test_a_huge_unknown_field_name_is_not_echoed_back(
+    activity: httpx.AsyncClient, auth: Any
+) -> None:
+    record = {**stay("S1"), "k" * 100_000: 1}
+    response = await post_records(activity, auth("it_system", CHU), [record])
+
+    assert response.status_code == 422
+    assert len(response.content) < 4_096
+
+
+@pytest.mark.parametrize("moment", EDGE_MOMENTS)
+async def test_an_edge_moment_in_a_query_is_a_422_naming_it(
+    activity: httpx.AsyncClient, auth: Any, moment: str
+) -> None:
+    response = await activity.get("/alerts", params={"since": moment}, headers=auth("admin"))
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "since"
+    assert response.json()["errors"][0]["rule"] == "year_range"
+
+
+@pytest.mark.parametrize("moment", EDGE_MOMENTS)
+@pytest.mark.parametrize("path", ["/alerts", "/imports"])
+async def test_an_edge_moment_in_a_cursor_is_a_422_naming_it(
+    activity: httpx.AsyncClient, auth: Any, moment: str, path: str
+) -> None:
+    key = orjson.dumps([moment, "7b1e7f4e-5a53-4a37-9c53-5d0b3e3b6a11"])
+    cursor = base64.urlsafe_b64encode(key).decode().rstrip("=")
+
+    response = await activity.get(path, params={"cursor": cursor}, headers=auth("admin"))
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "rule"),
+    [
+        (act("A1", date=1705708800), "date", "iso_8601"),
+        (act("A1", coded_on=1705708800), "coded_on", "iso_8601"),
+        (stay("S1", admitted_at=1705708800), "admitted_at", "iso_8601"),
+        (act("A1", coded="off"), "coded", "bool_type"),
+        (act("A1", coded=1), "coded", "bool_type"),
+        (act("A1", date="0001-01-01"), "date", "year_range"),
+        (stay("S1", discharged_at="9999-12-31T23:59:59-14:00"), "discharged_at", "year_range"),
+        (act("A1", source="actes\r\nFAKE LOG LINE"), "source", "control_character"),
+        (act("A1\x1b[31m"), "source_id", "control_character"),
+        (act("1A\u202egnp.exe"), "source_id", "control_character"),
+        (act("A\u200b1"), "source_id", "control_character"),
+    ],
+)
+async def test_lax_input_is_refused_naming_the_field_and_the_rule(
+    activity: httpx.AsyncClient,
+    auth: Any,
+    database: Database,
+    record: dict[str, Any],
+    field: str,
+    rule: str,
+) -> None:
+    response = await post_records(activity, auth("it_system", CHU), [record])
+
+    assert response.status_code == 422, response.text
+    errors = [(e["field"], e["rule"]) for e in response.json()["errors"]]
+    assert any(f.endswith(f".{field}") and r == rule for f, r in errors), errors
+    assert await record_count(database) == 0
