@@ -50,3 +50,11 @@ class UnsupportedMediaType(DomainError):
     status = 415
     code = "unsupported_media_type"
     title = "Unsupported media type"
+
+
+class ImportTooLarge(DomainError):
+    """A file beyond one of the import's limits, once decompressed (``field``, ``limit``)."""
+
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"

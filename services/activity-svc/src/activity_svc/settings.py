@@ -51,6 +51,27 @@ class Settings(ServiceSettings):
         ge=1,
         description="Smallest import merged in parts; a smaller one is merged on one connection.",
     )
+    import_max_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024,
+        description=(
+            "Most bytes one file import may hold once decompressed (413 beyond): five"
+            " million NDJSON records of about 400 bytes."
+        ),
+    )
+    import_max_rows: int = Field(
+        default=5_000_000,
+        ge=1,
+        description=(
+            "Most rows (lines, a CSV header aside) one file import may hold (413 beyond):"
+            " an establishment's monthly file is up to a few million."
+        ),
+    )
+    import_max_line_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Longest line of an imported file (413 beyond): a record is a few hundred.",
+    )
     local_timezone: str = Field(
         default="Europe/Paris",
         description="Time zone of date-times sent without an offset, and of a stay's dates.",

@@ -15,14 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer, may_read_import
 from activity_svc.errors import ImportNotFound, ImportRejected, InvalidInput, UnsupportedMediaType
-from activity_svc.ingestion.imports import ImportRequest, run_import
+from activity_svc.ingestion.imports import ImportRequest, import_location, run_import
 from activity_svc.ingestion.schemas import (
     ImportRead,
     ImportReport,
     RecordBatch,
     RejectionRead,
 )
-from activity_svc.ingestion.staging import CsvStager, NdjsonStager, RecordsStager, Stager, gunzip
+from activity_svc.ingestion.staging import (
+    CsvStager,
+    ImportLimits,
+    NdjsonStager,
+    RecordsStager,
+    Stager,
+    bounded,
+    gunzip,
+)
 from activity_svc.models import (
     ImportFormat,
     ImportRejection,
@@ -88,7 +96,10 @@ async def post_records(
     response_model=ImportReport,
     summary="Import a CSV or NDJSON file of records",
     responses={
-        413: {"description": "The file exceeds the upload limit."},
+        413: {
+            "description": "The file exceeds the upload limit, or once decompressed a limit"
+            " of bytes, rows or line length (`field`, `limit`)."
+        },
         415: {"description": "Not a CSV or NDJSON body, or an unsupported Content-Encoding."},
     },
     openapi_extra={
@@ -120,17 +131,23 @@ async def post_import(
         chunks = gunzip(chunks)
     elif encoding not in ("identity", ""):
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (gzip is).")
-    stager: Stager
     if media in _CSV_TYPES:
-        stager, file_format = CsvStager(chunks), ImportFormat.CSV
+        file_format = ImportFormat.CSV
     elif media in _NDJSON_TYPES:
-        stager, file_format = NdjsonStager(chunks), ImportFormat.NDJSON
+        file_format = ImportFormat.NDJSON
     else:
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'!r} is not an import format: send text/csv or"
             " application/x-ndjson.",
             accepted=[*_CSV_TYPES[:1], *_NDJSON_TYPES[:1]],
         )
+    settings: Settings = request.app.state.settings
+    limits = ImportLimits(
+        settings.import_max_bytes, settings.import_max_rows, settings.import_max_line_bytes
+    )
+    csv_file = file_format is ImportFormat.CSV
+    chunks = bounded(chunks, limits, header_lines=1 if csv_file else 0)
+    stager = CsvStager(chunks) if csv_file else NdjsonStager(chunks)
     return await _import(request, response, principal, stager, file_format, on_error, filename)
 
 
@@ -162,8 +179,7 @@ async def _import(
     body = ImportReport.model_validate(report).model_copy(
         update={"rejections": [RejectionRead.model_validate(r) for r in rejections]}
     )
-    # Relative, so that it resolves the same on the service and behind the gateway's prefix.
-    location = f"imports/{report.id}"
+    location = import_location(report.id)
     if report.status is ImportStatus.REJECTED:
         raise ImportRejected(
             report.detail or "The import was rejected.",

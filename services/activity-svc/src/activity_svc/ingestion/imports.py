@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import reactions
 from activity_svc.access import ensure_may_write_records
+from activity_svc.errors import ImportTooLarge
 from activity_svc.events import SOURCE
 from activity_svc.ingestion.merge import (
     REJECTIONS_STATEMENT,
@@ -40,7 +41,7 @@ from activity_svc.ingestion.parts import (
     recover_imports,
     run_part,
 )
-from activity_svc.ingestion.staging import MalformedFile, Stager
+from activity_svc.ingestion.staging import LimitExceeded, MalformedFile, Stager
 from activity_svc.models import (
     ImportFormat,
     ImportRejection,
@@ -69,6 +70,12 @@ class ImportRequest:
     filename: str | None = None
 
 
+def import_location(import_id: uuid.UUID) -> str:
+    """Where an import's report is read: relative, so that it resolves the same on the
+    service and behind the gateway's prefix."""
+    return f"imports/{import_id}"
+
+
 async def run_import(
     database: Database,
     settings: Settings,
@@ -80,7 +87,8 @@ async def run_import(
 
     Raises :class:`Forbidden` (nothing written) when a row belongs to an establishment
     the principal does not act for. A structurally broken file is recorded as a
-    rejected import (its report says where it broke).
+    rejected import (its report says where it broke); so is a file beyond one of its
+    limits, which then raises :class:`ImportTooLarge` (413).
 
     A file is staged in a table of its own, so that a large one can be merged in parts
     on several connections (see :mod:`activity_svc.ingestion.parts`); a JSON batch is
@@ -161,7 +169,18 @@ async def run_import(
                 },
             )
     except MalformedFile as broken:
-        return await _record_malformed(database, report, broken, started)
+        await _record_malformed(database, report, broken, started)
+        if isinstance(broken, LimitExceeded):
+            raise ImportTooLarge(
+                broken.message,
+                import_id=str(import_id),
+                import_url=import_location(import_id),
+                field=broken.field,
+                limit=broken.limit,
+                value=broken.value,
+                line=broken.line,
+            ) from broken
+        return report
     finally:
         # The report is committed or not: the parts follow it.
         try:

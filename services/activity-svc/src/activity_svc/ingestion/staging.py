@@ -7,10 +7,16 @@
   it is rejected with its line number like any other bad row.
 
 Every field is staged as text: typing and checking happen set-wise in the merge.
+
+Before either, a file's bytes pass :func:`bounded` (after :func:`gunzip` when
+compressed): in pieces of at most ``PIECE_BYTES``, counted against the import's limits,
+with a turn of the event loop between two pieces, so that neither a small body that
+expands a thousandfold nor a large file holds the memory or the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -26,8 +32,9 @@ from activity_svc.ingestion.fields import FIELDS, IDENTITY_FIELDS
 _FIELD_SET = frozenset(FIELDS)
 _MAX_HEADER_BYTES = 64 * 1024
 _ROW_COLUMNS = ["line", "parse_error", *FIELDS]
-MAX_LINE_BYTES = 1_048_576
-"""Longest NDJSON line: a record is a few hundred bytes."""
+_GZIP_MAGIC = b"\x1f\x8b"
+PIECE_BYTES = 64 * 1024
+"""The most of a file decompressed, checked or parsed between two turns of the event loop."""
 
 
 class MalformedFile(Exception):
@@ -39,6 +46,26 @@ class MalformedFile(Exception):
         self.line = line
 
 
+class LimitExceeded(MalformedFile):
+    """The file goes beyond one of its import's limits: ``field`` (``bytes``, ``rows`` or
+    ``line``) exceeds ``limit``; ``value`` is how far reading got (more than ``limit``)."""
+
+    def __init__(self, message: str, line: int, *, field: str, limit: int, value: int) -> None:
+        super().__init__(message, line)
+        self.field = field
+        self.limit = limit
+        self.value = value
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """What one file may hold once decompressed (settings ``import_max_*``)."""
+
+    max_bytes: int
+    max_rows: int
+    max_line_bytes: int
+
+
 class Stager(Protocol):
     async def copy_into(self, conn: asyncpg.Connection, table: str, timeout: float) -> int:
         """Copy the rows into the staging ``table``; return how many."""
@@ -46,20 +73,132 @@ class Stager(Protocol):
 
 
 async def gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Decompress a gzip stream chunk by chunk (``Content-Encoding: gzip``)."""
+    """Decompress a gzip stream (``Content-Encoding: gzip``), every member of it (as
+    ``cat a.gz b.gz`` writes), in pieces of at most ``PIECE_BYTES``.
+
+    Data after the last member that is not gzip, and a truncated member, break the file.
+    """
     decompressor = zlib.decompressobj(wbits=31)
-    try:
-        async for chunk in chunks:
-            out = decompressor.decompress(chunk)
+    member = 1
+    async for chunk in chunks:
+        data = chunk
+        while data:
+            if decompressor.eof:  # a member ended and more follows: the next member
+                if not _GZIP_MAGIC.startswith(data[:2]):
+                    raise MalformedFile(
+                        f"The data after gzip member {member} is not gzip: a body holds"
+                        " gzip members only, with nothing after the last.",
+                        None,
+                    )
+                decompressor = zlib.decompressobj(wbits=31)
+                member += 1
+            try:
+                # Bounded: one small chunk of a bomb must not expand whole into memory.
+                out = decompressor.decompress(data, PIECE_BYTES)
+            except zlib.error as exc:
+                which = "The body" if member == 1 else f"Gzip member {member}"
+                raise MalformedFile(f"{which} is not valid gzip: {exc}.", None) from exc
+            data = decompressor.unused_data if decompressor.eof else decompressor.unconsumed_tail
             if out:
                 yield out
-        tail = decompressor.flush()
-    except zlib.error as exc:
-        raise MalformedFile(f"The body is not valid gzip: {exc}.", None) from exc
+    # What the decompressor still holds once all the input is in: a few bytes at most.
+    tail = decompressor.flush()
     if not decompressor.eof:
-        raise MalformedFile("The gzip stream is truncated.", None)
+        raise MalformedFile(f"The gzip stream is truncated (in member {member}).", None)
     if tail:
         yield tail
+
+
+async def bounded(
+    chunks: AsyncIterator[bytes], limits: ImportLimits, header_lines: int
+) -> AsyncIterator[bytes]:
+    """The file's bytes in pieces of at most ``PIECE_BYTES``, checked against ``limits``
+    as they pass (rows are lines, the first ``header_lines`` aside); raises
+    :class:`LimitExceeded` at the first piece beyond one. Between two pieces the event
+    loop serves other requests: what the stager does with one piece is the longest it
+    waits.
+    """
+    size = 0
+    lines = 0  # complete lines before the current piece
+    line_start = 0  # where the current line starts, in the file
+    async for chunk in chunks:
+        for at in range(0, len(chunk), PIECE_BYTES):
+            piece = chunk[at : at + PIECE_BYTES] if len(chunk) > PIECE_BYTES else chunk
+            base, size = size, size + len(piece)
+            if size > limits.max_bytes:
+                raise LimitExceeded(
+                    f"The file holds more than {limits.max_bytes} bytes (decompressed), the"
+                    " limit of one import: split it.",
+                    lines + 1,
+                    field="bytes",
+                    limit=limits.max_bytes,
+                    value=size,
+                )
+            line_start = _check_lines(piece, base, line_start, lines, limits.max_line_bytes)
+            lines += piece.count(b"\n")
+            _check_rows(lines - header_lines, limits.max_rows, lines)
+            yield piece
+            await asyncio.sleep(0)
+    if size > line_start:  # a last line without its line end
+        _check_rows(lines + 1 - header_lines, limits.max_rows, lines + 1)
+
+
+def _check_lines(piece: bytes, base: int, line_start: int, lines: int, longest: int) -> int:
+    """Where the last line begun in ``piece`` starts (in the file), once every line that
+    ``piece`` ends or extends is found no longer than ``longest`` bytes."""
+    start = line_start - base  # in the piece; negative if the line began before it
+    while True:
+        # Each line ending in the window is short enough: jump past the last one.
+        window_end = start + longest + 1
+        newline = piece.rfind(b"\n", max(start, 0), window_end)
+        if newline >= 0:
+            start = newline + 1
+        elif window_end <= len(piece):
+            number = lines + piece.count(b"\n", 0, max(start, 0)) + 1
+            raise LimitExceeded(
+                f"Line {number} is longer than {longest} bytes, the limit of a line: a"
+                " record takes a few hundred.",
+                number,
+                field="line",
+                limit=longest,
+                value=len(piece) - start,
+            )
+        else:
+            return base + start
+
+
+def _check_rows(rows: int, most: int, line: int) -> None:
+    if rows > most:
+        raise LimitExceeded(
+            f"The file holds more than {most} rows, the limit of one import: split it.",
+            line,
+            field="rows",
+            limit=most,
+            value=rows,
+        )
+
+
+class _Broken:
+    """Ends a stream at its first :class:`MalformedFile`, raised once ``COPY`` has returned.
+
+    Raised inside ``COPY``, asyncpg would cancel the statement; when the server has failed
+    it already (a bad row read before the limit was reached), the cancellation never
+    completes and the connection's next command waits for it until it times out.
+    """
+
+    def __init__(self) -> None:
+        self.error: MalformedFile | None = None
+
+    async def ending(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except MalformedFile as exc:
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass
@@ -76,10 +215,11 @@ class CsvStager:
                 break
         header_line, _, _ = head.partition(b"\n")
         columns, delimiter = parse_header(header_line)
+        broken = _Broken()
         try:
             status = await conn.copy_to_table(
                 table,
-                source=_prepend(head, self.chunks),
+                source=broken.ending(_prepend(head, self.chunks)),
                 columns=columns,
                 format="csv",
                 header=True,
@@ -88,7 +228,9 @@ class CsvStager:
                 timeout=timeout,
             )
         except (asyncpg.DataError, asyncpg.exceptions.ProgramLimitExceededError) as exc:
+            broken.check()  # the server read a row cut short by the file's end
             raise MalformedFile(_copy_message(exc), _copy_line(exc)) from exc
+        broken.check()
         return _copied(status)
 
 
@@ -167,40 +309,33 @@ class NdjsonStager:
     chunks: AsyncIterator[bytes]
 
     async def copy_into(self, conn: asyncpg.Connection, table: str, timeout: float) -> int:
-        return _copied(
-            await conn.copy_records_to_table(
-                table, records=self._rows(), columns=_ROW_COLUMNS, timeout=timeout
-            )
+        broken = _Broken()
+        status = await conn.copy_records_to_table(
+            table,
+            records=_ndjson_rows(broken.ending(self.chunks)),
+            columns=_ROW_COLUMNS,
+            timeout=timeout,
         )
+        broken.check()
+        return _copied(status)
 
-    async def _rows(self) -> AsyncIterator[tuple[Any, ...]]:
-        # Each chunk is scanned once; a line longer than MAX_LINE_BYTES is not kept whole
-        # (a file without newlines must not fill the memory): it is a rejected row.
-        line = 0
-        pending = bytearray()
-        overflow = False
-        async for chunk in self.chunks:
-            start = 0
-            while (end := chunk.find(b"\n", start)) >= 0:
-                line += 1
-                if overflow:
-                    yield _error_row(line, f"line:is longer than {MAX_LINE_BYTES} bytes")
-                else:
-                    pending += chunk[start:end]
-                    if pending.strip():
-                        yield ndjson_row(line, bytes(pending))
-                pending.clear()
-                overflow = False
-                start = end + 1
-            if not overflow:
-                pending += chunk[start:]
-                if len(pending) > MAX_LINE_BYTES:
-                    overflow = True
-                    pending.clear()
-        if overflow:
-            yield _error_row(line + 1, f"line:is longer than {MAX_LINE_BYTES} bytes")
-        elif pending.strip():
-            yield ndjson_row(line + 1, bytes(pending))
+
+async def _ndjson_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[Any, ...]]:
+    # Each chunk is scanned once; ``bounded`` keeps a line shorter than its limit.
+    line = 0
+    pending = bytearray()
+    async for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            line += 1
+            pending += chunk[start:end]
+            if pending.strip():
+                yield ndjson_row(line, bytes(pending))
+            pending.clear()
+            start = end + 1
+        pending += chunk[start:]
+    if pending.strip():
+        yield ndjson_row(line + 1, bytes(pending))
 
 
 def ndjson_row(line: int, raw: bytes) -> tuple[Any, ...]:
