@@ -28,7 +28,7 @@ from ght_gateway.tokens import revoke_user_logins
 from ght_shared.audit import record_audit
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Page, decode_cursor
-from ght_shared.schemas import Moment
+from ght_shared.schemas import Moment, PathKey
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such account."}}
 
@@ -71,7 +71,7 @@ async def create_user(body: UserCreate, admin: AdminPrincipal, session: SessionD
 
 
 @router.get("/users/{username}", summary="One user", response_model=UserRead, responses=_NOT_FOUND)
-async def read_user(username: str, _: AdminPrincipal, session: SessionDep) -> UserAccount:
+async def read_user(username: PathKey, _: AdminPrincipal, session: SessionDep) -> UserAccount:
     return await identity.get_user(session, username)
 
 
@@ -79,7 +79,11 @@ async def read_user(username: str, _: AdminPrincipal, session: SessionDep) -> Us
     "/users/{username}", summary="Change a user", response_model=UserRead, responses=_NOT_FOUND
 )
 async def update_user(
-    request: Request, username: str, body: UserUpdate, admin: AdminPrincipal, session: SessionDep
+    request: Request,
+    username: PathKey,
+    body: UserUpdate,
+    admin: AdminPrincipal,
+    session: SessionDep,
 ) -> UserAccount:
     """A change of rights or password, or a disabled account, cuts off the access tokens
     already issued (a refresh gives tokens with the new rights); a new password or a
@@ -154,7 +158,7 @@ async def create_client(
 )
 async def update_client(
     request: Request,
-    client_id: str,
+    client_id: PathKey,
     body: ClientUpdate,
     admin: AdminPrincipal,
     session: SessionDep,

@@ -55,6 +55,8 @@ class Me(BaseModel):
     expires_at: datetime
 
 
+EstablishmentKey = Annotated[str, StringConstraints(min_length=1, max_length=9)]
+"""A FINESS, or ``*`` for the territory."""
 MAX_ESTABLISHMENTS = 100
 """More than a territory holds: a bound checked before the items are."""
 
@@ -64,7 +66,7 @@ class UserCreate(StrictModel):
     display_name: Name
     password: Password
     roles: list[Role] = Field(min_length=1, max_length=len(Role))
-    establishments: list[str] = Field(min_length=1, max_length=MAX_ESTABLISHMENTS)
+    establishments: list[EstablishmentKey] = Field(min_length=1, max_length=MAX_ESTABLISHMENTS)
     pole: PoleCode | None = None
 
     @field_validator("roles")
@@ -81,7 +83,7 @@ class UserUpdate(StrictModel):
     display_name: Name | None = None
     password: Password | None = None
     roles: list[Role] | None = Field(default=None, min_length=1, max_length=len(Role))
-    establishments: list[str] | None = Field(
+    establishments: list[EstablishmentKey] | None = Field(
         default=None, min_length=1, max_length=MAX_ESTABLISHMENTS
     )
     pole: PoleCode | None = None

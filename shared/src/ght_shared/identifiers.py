@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
 
 _FINESS = re.compile(r"^(\d{2}|2[AB])\d{7}$")
 
@@ -37,5 +37,5 @@ def _finess(value: str) -> str:
     return value
 
 
-Finess = Annotated[str, AfterValidator(_finess)]
+Finess = Annotated[str, StringConstraints(max_length=9), AfterValidator(_finess)]
 """A FINESS establishment number, validated (format and Luhn key)."""

@@ -12,10 +12,15 @@ import datetime as dt
 import unicodedata
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool
 from pydantic_core import PydanticCustomError
 
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2199
+MAX_KEY = 100
+"""Longest code or name a path or query parameter names (an org unit, an indicator...)."""
+
+PathKey = Annotated[str, Path(min_length=1, max_length=MAX_KEY)]
 
 
 def _iso_text(value: Any) -> Any:

@@ -54,7 +54,9 @@ MAIN_INDICATORS: tuple[Indicator, ...] = tuple(i for i in INDICATORS if i.main)
 
 OrgUnitCode = Annotated[str, Query(pattern=CODE_PATTERN, description="Org unit code.")]
 OrgUnitPath = Annotated[str, Path(pattern=CODE_PATTERN, description="Org unit code.")]
-Period = Annotated[str | None, Query(description="A month, YYYY-MM.", examples=["2025-03"])]
+Period = Annotated[
+    str | None, Query(max_length=7, description="A month, YYYY-MM.", examples=["2025-03"])
+]
 ScopeQuery = Annotated[
     Scope,
     Query(description="as_was: the tree as it was each month; constant: today's tree."),
@@ -147,9 +149,15 @@ async def indicator_values(
     org_unit: OrgUnitCode,
     from_: Annotated[
         str | None,
-        Query(alias="from", description="First month, YYYY-MM (January of `to`'s year)."),
+        Query(
+            alias="from",
+            max_length=7,
+            description="First month, YYYY-MM (January of `to`'s year).",
+        ),
     ] = None,
-    to: Annotated[str | None, Query(description="Last month, YYYY-MM (this month).")] = None,
+    to: Annotated[
+        str | None, Query(max_length=7, description="Last month, YYYY-MM (this month).")
+    ] = None,
     scope: ScopeQuery = Scope.AS_WAS,
 ) -> IndicatorValues:
     indicator = indicator_of(code)
@@ -236,7 +244,7 @@ async def indicator_records(
     session: SessionDep,
     code: Annotated[str, Path(max_length=64)],
     org_unit: OrgUnitCode,
-    period: Annotated[str, Query(description="The month, YYYY-MM.")],
+    period: Annotated[str, Query(max_length=7, description="The month, YYYY-MM.")],
     scope: ScopeQuery = Scope.AS_WAS,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -291,7 +299,10 @@ async def overview(
     session: SessionDep,
     establishment: Annotated[
         list[Finess] | None,
-        Query(description="FINESS (repeatable); absent: every establishment the caller sees."),
+        Query(
+            max_length=100,
+            description="FINESS (repeatable); absent: every establishment the caller sees.",
+        ),
     ] = None,
 ) -> ActivityOverview:
     """docs/overview.md: ``headline`` per establishment at its latest month with data;

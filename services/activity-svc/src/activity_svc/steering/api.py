@@ -29,7 +29,7 @@ from activity_svc.steering.targets import TargetChange
 from ght_shared.auth import readable_by
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
-from ght_shared.schemas import Moment
+from ght_shared.schemas import MAX_KEY, Moment, PathKey
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {
@@ -57,8 +57,8 @@ PathYear = Annotated[int, Path(ge=targets.FIRST_YEAR, le=targets.LAST_YEAR)]
 async def list_targets(
     principal: Reader,
     session: SessionDep,
-    indicator: str | None = None,
-    org_unit: str | None = None,
+    indicator: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
+    org_unit: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
     year: Year | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -102,7 +102,7 @@ async def _target_scope(session: SessionDep, indicator: str, org_unit: str) -> O
     },
 )
 async def get_target(
-    indicator: str, org_unit: str, year: PathYear, principal: Reader, session: SessionDep
+    indicator: PathKey, org_unit: PathKey, year: PathYear, principal: Reader, session: SessionDep
 ) -> Target:
     unit = await _target_scope(session, indicator, org_unit)
     ensure_may_read(principal, unit.finess)
@@ -129,8 +129,8 @@ async def get_target(
     },
 )
 async def put_target(
-    indicator: str,
-    org_unit: str,
+    indicator: PathKey,
+    org_unit: PathKey,
     year: PathYear,
     body: TargetPut,
     principal: Steerer,
@@ -164,7 +164,7 @@ async def put_target(
     responses={404: {"description": "Unknown indicator or org unit, or no target."}},
 )
 async def delete_target(
-    indicator: str, org_unit: str, year: PathYear, principal: Steerer, session: SessionDep
+    indicator: PathKey, org_unit: PathKey, year: PathYear, principal: Steerer, session: SessionDep
 ) -> Response:
     await targets.remove_target(session, principal, indicator, org_unit, year)
     return Response(status_code=204)
@@ -203,8 +203,8 @@ async def create_alert_rule(
 async def list_alert_rules(
     principal: Reader,
     session: SessionDep,
-    org_unit: str | None = None,
-    indicator: str | None = None,
+    org_unit: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
+    indicator: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[AlertRuleRead]:
@@ -257,9 +257,10 @@ async def list_alerts(
     principal: Reader,
     session: SessionDep,
     org_unit: Annotated[
-        str | None, Query(description="This org unit and every org unit below it.")
+        str | None,
+        Query(max_length=MAX_KEY, description="This org unit and every org unit below it."),
     ] = None,
-    indicator: str | None = None,
+    indicator: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
     status: AlertStatus | None = None,
     since: Annotated[Moment | None, Query(description="Raised at or after.")] = None,
     limit: Limit = 100,

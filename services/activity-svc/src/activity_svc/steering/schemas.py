@@ -26,6 +26,7 @@ class TargetPut(StrictModel):
     value: Number = Field(description="The target of the year (a rate: the same every month).")
     monthly_profile: list[Number] | None = Field(
         default=None,
+        max_length=12,
         description="Volumes only: 12 non-negative weights, January to December, summing to 1.",
     )
 
