@@ -141,9 +141,7 @@ async def test_a_patch_setting_a_field_that_cannot_be_empty_to_null_is_a_422_nam
 
 
 async def test_a_patch_setting_the_pole_to_null_clears_it_where_the_roles_allow(gateway, admin):
-    response = await gateway.patch(
-        "/admin/users/direction.chu", json={"pole": None}, headers=admin
-    )
+    response = await gateway.patch("/admin/users/direction.chu", json={"pole": None}, headers=admin)
     assert response.status_code == 200, response.text
     assert response.json()["pole"] is None
 

@@ -46,7 +46,8 @@ from ght_shared.auth import Principal
 from ght_shared.errors import ServiceUnavailable
 from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
-from ght_shared.streams import STREAMS, ensure_stream
+from ght_shared.payloads import Audience, Visibility, payload_for
+from ght_shared.streams import STREAMS, ensure_stream, stream_for_subject
 
 _log = logging.getLogger(__name__)
 
@@ -79,18 +80,6 @@ HEARTBEAT_FRAME = b": heartbeat\n\n"
 # --- events as the feed keeps them ----------------------------------------------------------
 
 
-def is_territorial(event: Event) -> bool:
-    """True for an aggregate of the territory: no establishment, or a territory-wide scope.
-
-    ``ght.beds.strain.changed`` carries ``scope`` (unit, establishment, specialty,
-    territory) in its data; other events say it with their subject (``territory/...``).
-    """
-    if event.establishment is None:
-        return True
-    scope: object = event.data.get("scope")
-    return scope == "territory" or event.subject.partition("/")[0] == "territory"
-
-
 def sse_frame(data: bytes, *, event: str | None = None, event_id: str | None = None) -> bytes:
     """One Server-Sent Events message; ``data`` must hold no line break (compact JSON)."""
     head = b""
@@ -106,28 +95,56 @@ def control_frame(event: str, *, event_id: str | None = None, **data: Any) -> by
     return sse_frame(orjson.dumps(data), event=event, event_id=event_id)
 
 
+def read_scope_of(event: Event) -> str | None:
+    """The scope that reads the event's owner on the REST API: ``beds:read`` for the
+    ``BEDS`` stream; None for a subject no stream holds."""
+    try:
+        return f"{stream_for_subject(event.nats_subject).name.lower()}:read"
+    except LookupError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
-    """An event as the feed forwards it: what filtering needs, and its SSE frame built once."""
+    """An event as the feed forwards it: who may see it, and its SSE frame built once."""
 
     id: str
     type: str
-    establishment: str | None
-    territorial: bool
+    audience: Audience | None
+    """From the type's payload model; None for a type of no model (never forwarded)."""
+    read_scope: str | None
     frame: bytes
 
     @classmethod
     def of(cls, event: Event) -> FeedEvent:
         event_id = str(event.id)
+        model = payload_for(event.type)
         return cls(
             id=event_id,
             type=event.type,
-            establishment=event.establishment,
-            territorial=is_territorial(event),
+            audience=model.audience(event) if model is not None else None,
+            read_scope=read_scope_of(event),
             # Re-serialised rather than forwarded raw: orjson output has no line break,
             # which the SSE data field forbids.
             frame=sse_frame(event.to_bytes(), event=event.type, event_id=event_id),
         )
+
+    @property
+    def forwarded(self) -> bool:
+        """False for an event no one may see: its type has no model (fail closed)."""
+        return self.audience is not None and self.read_scope is not None
+
+    def visible_to(self, principal: Principal) -> bool:
+        """The rule of the type's :class:`Visibility`, for a principal holding the scope
+        that reads the event's owner (as the REST API asks)."""
+        audience = self.audience
+        if audience is None or self.read_scope is None or not principal.has_scope(self.read_scope):
+            return False
+        if audience.visibility is Visibility.PUBLIC or principal.is_territorial:
+            return True
+        if audience.visibility is Visibility.ESTABLISHMENT:
+            return any(principal.may_act_for(finess) for finess in audience.establishments)
+        return False
 
 
 class EventRing:
@@ -219,13 +236,8 @@ class FeedClient:
         """Set when the gateway ends the stream: it then has a grace period to finish."""
 
     def may_see(self, event: FeedEvent) -> bool:
-        """Territorial principals see all; others their establishments' and the territory's."""
-        principal = self.principal
-        if not (
-            event.territorial
-            or principal.is_territorial
-            or (event.establishment is not None and principal.may_act_for(event.establishment))
-        ):
+        """Whether the event is visible to this principal and matches ``?types=``."""
+        if not event.visible_to(self.principal):
             return False
         return self.types is None or self.types.match(event.type) is not None
 
@@ -263,6 +275,11 @@ class FeedMetrics:
         self.dropped = Counter(
             "ght_feed_clients_dropped",
             "SSE clients dropped because they read too slowly.",
+            registry=registry,
+        )
+        self.withheld = Counter(
+            "ght_feed_events_withheld",
+            "Events forwarded to no one: their type has no payload model.",
             registry=registry,
         )
         self.resets = Counter(
@@ -348,6 +365,10 @@ class LiveFeed:
 
     def dispatch(self, event: FeedEvent) -> None:
         """Keep ``event`` in the ring and queue it for every client that may see it."""
+        if not event.forwarded:
+            self.metrics.withheld.inc()
+            _log.debug("live feed: event of no known type withheld", extra={"type": event.type})
+            return
         if event.id in self.ring:
             return  # a redelivery (JetStream is at least once): clients have it already
         self.ring.append(event)
@@ -712,8 +733,11 @@ async def event_stream(
 ) -> EventStreamResponse:
     """The events the caller may see, as they happen.
 
-    An establishment's principal sees its establishment's events and the territory's
-    (no establishment, or a territory-wide scope); territorial roles see all. A client
+    Who sees an event is declared by its type (`docs/roles.md`, "The live feed"): public
+    types reach every principal, establishment types the territorial principals and those
+    of the establishments they concern, territorial types territorial principals only;
+    the caller needs the read scope of the event's owner too, and a type without a model
+    is never forwarded. A client
     that reconnects with `Last-Event-ID` receives the events it missed while they are
     still in this gateway's memory, else an `event: reset`.
     """

@@ -86,9 +86,9 @@ class UserUpdate(PatchModel):
 
     display_name: Name | SkipJsonSchema[None] = None
     password: Password | SkipJsonSchema[None] = None
-    roles: Annotated[list[Role], Field(min_length=1, max_length=len(Role))] | SkipJsonSchema[
-        None
-    ] = None
+    roles: (
+        Annotated[list[Role], Field(min_length=1, max_length=len(Role))] | SkipJsonSchema[None]
+    ) = None
     establishments: (
         Annotated[list[str], Field(min_length=1, max_length=MAX_ESTABLISHMENTS)]
         | SkipJsonSchema[None]
