@@ -79,6 +79,7 @@ CH_NORD = "420000010"
 HEARTBEAT_S = 0.3
 CLIENT_QUEUE = 8
 RING_SIZE = 50
+STREAMS_PER_PRINCIPAL = 3
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
@@ -217,6 +218,7 @@ async def live(make_gateway_settings: Any) -> AsyncIterator[LiveGateway]:
         feed_client_queue=CLIENT_QUEUE,
         feed_ring_size=RING_SIZE,
         feed_retry_ms=100,
+        feed_max_streams_per_principal=STREAMS_PER_PRINCIPAL,
     )
     app = create_app(settings)
     port = free_port()
@@ -643,6 +645,39 @@ async def test_a_token_without_a_services_read_scope_sees_none_of_its_events(
         (bed,) = await outbox.write([bed_event(CH_NORD)])
 
         assert (await stream.next_event()).id == str(bed.id)
+
+
+async def test_a_principal_holds_a_bounded_number_of_streams_released_as_they_close(
+    live: LiveGateway,
+) -> None:
+    await wait_for(lambda: not live.feed.clients, timeout=5)
+    si_chu = "client:si-chu"  # the token's subject
+    async with contextlib.AsyncExitStack() as streams:
+        held = [
+            await streams.enter_async_context(live.stream("si-chu"))
+            for _ in range(STREAMS_PER_PRINCIPAL - 1)
+        ]
+        async with live.stream("si-chu"):
+            async with asyncio.timeout(5):  # an endless stream if it were let through
+                refused = await live.http.get(
+                    "/events/stream", headers=bearer(live.tokens["si-chu"])
+                )
+            assert refused.status_code == 429
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["retry-after"] == "5"
+            problem = refused.json()
+            assert (problem["code"], problem["limit"]) == (
+                "too_many_streams",
+                STREAMS_PER_PRINCIPAL,
+            )
+            # Another principal, even of the same establishment, is not held back.
+            async with live.stream("direction.chu"):
+                pass
+        # Closing one stream gives its place back.
+        await wait_for(lambda: live.feed.streams_of[si_chu] == STREAMS_PER_PRINCIPAL - 1)
+        async with live.stream("si-chu"):
+            assert len(held) + 1 == live.feed.streams_of[si_chu]
+    await wait_for(lambda: si_chu not in live.feed.streams_of, timeout=5)
 
 
 # --- resuming -------------------------------------------------------------------------------

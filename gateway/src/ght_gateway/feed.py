@@ -13,6 +13,7 @@ ring. See ``docs/adr/0007-live-feed.md``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import fnmatch
 import itertools
@@ -43,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 from ght_gateway.security import AUTHENTICATED_RESPONSES, require
 from ght_gateway.settings import Settings
 from ght_shared.auth import Principal
-from ght_shared.errors import ServiceUnavailable
+from ght_shared.errors import ServiceUnavailable, TooManyRequests
 from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
 from ght_shared.payloads import Audience, Visibility, payload_for
@@ -326,6 +327,12 @@ class FeedFull(ServiceUnavailable):
         return {"Retry-After": "5"}
 
 
+class TooManyStreams(TooManyRequests):
+    """429: the principal already holds ``feed_max_streams_per_principal`` streams here."""
+
+    code = "too_many_streams"
+
+
 class LiveFeed:
     """The process's subscription to every stream, its ring of recent events and its clients."""
 
@@ -336,6 +343,8 @@ class LiveFeed:
         self.nats = nats
         self.ring = EventRing(settings.feed_ring_size)
         self.clients: set[FeedClient] = set()
+        self.streams_of: collections.Counter[str] = collections.Counter()
+        """Open streams per principal (``sub``)."""
         self.metrics = FeedMetrics.of(registry, lambda: len(self.clients))
         self.following: set[str] = set()
         """Streams whose subscription is up: events published from now on will be seen."""
@@ -397,6 +406,14 @@ class LiveFeed:
                 "This gateway serves as many live streams as it may; retry shortly.",
                 limit=self.settings.feed_max_clients,
             )
+        cap = self.settings.feed_max_streams_per_principal
+        if self.streams_of[principal.sub] >= cap:
+            raise TooManyStreams(
+                f"{principal.sub} already has {cap} live streams open on this gateway: close"
+                " one (or share one between views) before opening another.",
+                retry_after_s=5,
+                limit=cap,
+            )
         client = FeedClient(
             principal, compile_type_patterns(types), self.settings.feed_client_queue
         )
@@ -421,6 +438,7 @@ class LiveFeed:
                 client.opening.extend(replay)
                 client.replayed = len(replay)
         self.clients.add(client)
+        self.streams_of[principal.sub] += 1
         return client
 
     def drop(self, client: FeedClient) -> None:
@@ -429,11 +447,16 @@ class LiveFeed:
             self.metrics.dropped.inc()
             _log.info("live feed: slow client dropped", extra={"principal": client.principal.sub})
         client.end(End.DROPPED)
-        self.clients.discard(client)
+        self.release(client)
 
     def release(self, client: FeedClient) -> None:
-        """Forget a client whose stream is over, however it ended."""
-        self.clients.discard(client)
+        """Forget a client whose stream is over, however it ended (once)."""
+        if client not in self.clients:
+            return
+        self.clients.remove(client)
+        self.streams_of[client.principal.sub] -= 1
+        if self.streams_of[client.principal.sub] <= 0:
+            del self.streams_of[client.principal.sub]
 
     async def frames(self, client: FeedClient) -> AsyncGenerator[bytes, None]:
         """The bytes of one stream: its opening, then events, heartbeats when idle, its end."""
@@ -711,6 +734,7 @@ def live_feed(request: Request) -> LiveFeed:
             "too slowly), `expired` (the token expired). Comment lines are heartbeats.",
             "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
         },
+        429: {"description": "The caller holds its maximum of streams (`too_many_streams`)."},
         503: {"description": "The gateway is shutting down or serves its maximum of streams."},
         **AUTHENTICATED_RESPONSES,
     },

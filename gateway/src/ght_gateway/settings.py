@@ -113,6 +113,11 @@ class Settings(ServiceSettings):
     feed_max_clients: int = Field(
         default=2_000, ge=1, description="SSE streams one gateway process serves at once."
     )
+    feed_max_streams_per_principal: int = Field(
+        default=10,
+        ge=1,
+        description="SSE streams one principal (token subject) may hold open on one process.",
+    )
     feed_retry_ms: int = Field(
         default=3_000, ge=0, description="Reconnection delay suggested to SSE clients."
     )
