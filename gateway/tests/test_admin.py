@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 
 import asyncpg
 import httpx
@@ -325,3 +326,24 @@ async def test_a_refused_oversized_body_is_logged_with_its_413(gateway, admin):
     assert response.status_code == 413
     page = await gateway.get("/admin/audit", params={"path_prefix": "/auth/token"}, headers=admin)
     assert [item["status"] for item in page.json()["items"]][:1] == [413]
+
+
+async def test_the_access_log_keys_a_request_by_the_gateways_id_and_keeps_the_callers_beside(
+    gateway, admin
+):
+    chosen = f"portal-{uuid.uuid4().hex[:12]}.42"
+    answered = await gateway.get("/auth/me", headers={**admin, "X-Request-ID": chosen})
+    own = answered.headers["x-request-id"]
+    unsafe = await gateway.get("/auth/me", headers={**admin, "X-Request-ID": "x y\t" * 10})
+
+    assert own != chosen and len(own) == 32
+    [entry] = (
+        await gateway.get("/admin/audit", params={"client_request_id": chosen}, headers=admin)
+    ).json()["items"]
+    assert (entry["request_id"], entry["client_request_id"]) == (own, chosen)
+    [dropped] = (
+        await gateway.get(
+            "/admin/audit", params={"request_id": unsafe.headers["x-request-id"]}, headers=admin
+        )
+    ).json()["items"]
+    assert dropped["client_request_id"] is None  # not safe characters: not kept

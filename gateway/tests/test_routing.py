@@ -379,7 +379,10 @@ async def test_request_id_trace_forwarding_and_the_token_reach_the_service(
     seen = headers_seen(echoed)
     assert echoed["raw_path"] == "/wards/a%20b/beds"  # forwarded as sent, not decoded
     assert echoed["query"] == "status=free&note=%20x&status=held"
-    assert seen["x-request-id"] == [request_id]
+    # The gateway's own id, not the caller's: services and logs key the request by it.
+    own_id = response.headers["x-request-id"]
+    assert own_id != request_id and len(own_id) == 32
+    assert seen["x-request-id"] == [own_id]
     [traceparent] = seen["traceparent"]
     assert traceparent.split("-")[1] == trace_id
     assert traceparent.split("-")[2] != caller_span  # the gateway's own span
@@ -391,7 +394,7 @@ async def test_request_id_trace_forwarding_and_the_token_reach_the_service(
     assert seen["x-forwarded-proto"] == ["http"]
     assert seen["x-forwarded-host"] == [f"127.0.0.1:{server.port}"]
     assert seen["x-custom"] == ["kept"]
-    assert response.headers.get_list("x-request-id") == [request_id]
+    assert response.headers.get_list("x-request-id") == [own_id]
     assert len(response.headers.get_list("traceparent")) == 1
 
 

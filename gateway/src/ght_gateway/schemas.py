@@ -165,4 +165,5 @@ class AccessLogRead(ReadModel):
     status: int
     duration_ms: float
     request_id: str | None
+    client_request_id: str | None
     client_ip: str | None

@@ -45,6 +45,11 @@ class Settings(ServiceSettings):
     service_name: str = "gateway"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/gateway"
     upstreams: Upstreams = Upstreams()
+    trust_request_id: bool = Field(
+        default=False,
+        description="The public door: a caller's X-Request-ID is its correlation id, kept"
+        " beside the gateway's own request id, never in its place.",
+    )
 
     # Identity and tokens.
     public_url: str = "http://127.0.0.1:8000"
