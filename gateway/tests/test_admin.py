@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 
 import asyncpg
 import httpx
@@ -111,6 +112,55 @@ async def test_a_role_change_must_still_fit_the_establishments(gateway, admin):
     )
     assert response.status_code == 200
     assert response.json()["establishments"] == ["*"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/admin/users/direction.chu", "establishments"),
+        ("/admin/users/direction.chu", "roles"),
+        ("/admin/users/direction.chu", "display_name"),
+        ("/admin/users/direction.chu", "password"),
+        ("/admin/users/direction.chu", "active"),
+        ("/admin/clients/si-ch-lac", "name"),
+        ("/admin/clients/si-ch-lac", "active"),
+    ],
+)
+async def test_a_patch_setting_a_field_that_cannot_be_empty_to_null_is_a_422_naming_it(
+    gateway, admin, path, field
+):
+    before = (await gateway.get("/admin/users/direction.chu", headers=admin)).json()
+
+    response = await gateway.patch(path, json={field: None}, headers=admin)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert (error["field"], error["rule"]) == (field, "not_nullable")
+    assert field in error["message"]
+    assert (await gateway.get("/admin/users/direction.chu", headers=admin)).json() == before
+
+
+async def test_a_patch_setting_the_pole_to_null_clears_it_where_the_roles_allow(gateway, admin):
+    response = await gateway.patch("/admin/users/direction.chu", json={"pole": None}, headers=admin)
+    assert response.status_code == 200, response.text
+    assert response.json()["pole"] is None
+
+    refused = await gateway.patch("/admin/users/cadre.chu", json={"pole": None}, headers=admin)
+    assert refused.status_code == 422
+    assert "pôle" in refused.json()["detail"]
+
+
+def test_the_openapi_document_allows_null_only_for_the_pole() -> None:
+    schemas = create_app(Settings()).openapi()["components"]["schemas"]
+
+    nullable = {
+        (model, name)
+        for model in ("UserUpdate", "ClientUpdate")
+        for name, field in schemas[model]["properties"].items()
+        if {"type": "null"} in field.get("anyOf", [])
+    }
+    assert nullable == {("UserUpdate", "pole")}
 
 
 async def test_a_client_secret_is_shown_once_and_works(gateway, admin):
@@ -287,3 +337,24 @@ async def test_an_edge_moment_in_the_audit_query_is_a_422_naming_it(gateway, mom
 
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == name
+
+
+async def test_the_access_log_keys_a_request_by_the_gateways_id_and_keeps_the_callers_beside(
+    gateway, admin
+):
+    chosen = f"portal-{uuid.uuid4().hex[:12]}.42"
+    answered = await gateway.get("/auth/me", headers={**admin, "X-Request-ID": chosen})
+    own = answered.headers["x-request-id"]
+    unsafe = await gateway.get("/auth/me", headers={**admin, "X-Request-ID": "x y\t" * 10})
+
+    assert own != chosen and len(own) == 32
+    [entry] = (
+        await gateway.get("/admin/audit", params={"client_request_id": chosen}, headers=admin)
+    ).json()["items"]
+    assert (entry["request_id"], entry["client_request_id"]) == (own, chosen)
+    [dropped] = (
+        await gateway.get(
+            "/admin/audit", params={"request_id": unsafe.headers["x-request-id"]}, headers=admin
+        )
+    ).json()["items"]
+    assert dropped["client_request_id"] is None  # not safe characters: not kept

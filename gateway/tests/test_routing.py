@@ -291,6 +291,61 @@ async def test_an_unknown_service_gets_404(base_settings: Settings) -> None:
         assert body["service"] == "pharmacy"
 
 
+@pytest.mark.parametrize(
+    ("target", "rule"),
+    [
+        (b"/api/beds/steering/1/../../movements", "dot_segment"),
+        (b"/api/beds/steering/../movements", "dot_segment"),
+        (b"/api/beds/./movements", "dot_segment"),
+        (b"/api/beds/steering/..", "dot_segment"),
+        (b"/api/../beds/movements", "dot_segment"),
+        (b"/api/beds/steering/%2e%2e/movements", "encoded_separator"),
+        (b"/api/beds/steering/%2E./movements", "encoded_separator"),
+        (b"/api/beds/steering/1%2F..%2F..%2Fmovements", "encoded_separator"),
+        (b"/api/beds/steering/1%2f..%2fmovements", "encoded_separator"),
+        (b"/api/beds/steering/..%5Cmovements", "encoded_separator"),
+        (b"/api/beds/steering/..%5cmovements", "encoded_separator"),
+        (b"/api/beds/steering/..\\movements", "backslash"),
+        (b"/api/beds//movements", "empty_segment"),
+        (b"/api/beds/steering//1", "empty_segment"),
+    ],
+)
+async def test_a_path_a_server_could_read_as_another_is_refused_before_any_check(
+    base_settings: Settings, echo: UvicornProcess, target: bytes, rule: str
+) -> None:
+    before = await requests_served(echo)
+    async with gateway(base_settings, **routed(beds=echo.url)) as (server, client):
+        documents = server.app.state.service_documents
+        await wait_for(lambda: documents.document("beds") is not None)
+        # contracts:write passes the check of PUT /steering/{id} only: sent as is
+        # (httpx would remove the dot segments), nothing may reach POST /movements.
+        direction = await auth(client, "direction.chu")
+        for method in ("PUT", "POST"):
+            response = await client.request(
+                method, "/api/beds/x", headers=direction, json={}, extensions={"target": target}
+            )
+            body = problem_of(response, 400, "unsafe_path")
+            assert [(e["field"], e["rule"]) for e in body["errors"]] == [("path", rule)]
+        # Refused before the token is even looked at.
+        problem_of(
+            await client.get("/api/beds/x", extensions={"target": target}), 400, "unsafe_path"
+        )
+    assert await requests_served(echo) == before
+
+
+async def test_dots_slashes_and_encodings_inside_a_segment_are_routed_as_sent(
+    base_settings: Settings, echo: UvicornProcess
+) -> None:
+    async with gateway(base_settings, **routed(beds=echo.url)) as (_, client):
+        headers = await auth(client, "si-chu")
+        target = b"/api/beds/wards/a.b..c/beds%20x/?q=..%2F"
+        response = await client.get("/api/beds/x", headers=headers, extensions={"target": target})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["raw_path"] == "/wards/a.b..c/beds%20x/"
+    assert response.json()["query"] == "q=..%2F"
+
+
 # -- what crosses the gateway ------------------------------------------------------------------
 
 
@@ -316,15 +371,18 @@ async def test_request_id_trace_forwarding_and_the_token_reach_the_service(
             "X-Custom": "kept",
         }
         response = await client.get(
-            "/api/beds/wards/a%2Fb/beds?status=free&note=%20x&status=held", headers=headers
+            "/api/beds/wards/a%20b/beds?status=free&note=%20x&status=held", headers=headers
         )
         direct = await client.get("/api/beds/echo", headers=await auth(client, "si-chu"))
     assert response.status_code == 200, response.text
     echoed = response.json()
     seen = headers_seen(echoed)
-    assert echoed["raw_path"] == "/wards/a%2Fb/beds"  # %2F is not turned into a slash
+    assert echoed["raw_path"] == "/wards/a%20b/beds"  # forwarded as sent, not decoded
     assert echoed["query"] == "status=free&note=%20x&status=held"
-    assert seen["x-request-id"] == [request_id]
+    # The gateway's own id, not the caller's: services and logs key the request by it.
+    own_id = response.headers["x-request-id"]
+    assert own_id != request_id and len(own_id) == 32
+    assert seen["x-request-id"] == [own_id]
     [traceparent] = seen["traceparent"]
     assert traceparent.split("-")[1] == trace_id
     assert traceparent.split("-")[2] != caller_span  # the gateway's own span
@@ -336,7 +394,7 @@ async def test_request_id_trace_forwarding_and_the_token_reach_the_service(
     assert seen["x-forwarded-proto"] == ["http"]
     assert seen["x-forwarded-host"] == [f"127.0.0.1:{server.port}"]
     assert seen["x-custom"] == ["kept"]
-    assert response.headers.get_list("x-request-id") == [request_id]
+    assert response.headers.get_list("x-request-id") == [own_id]
     assert len(response.headers.get_list("traceparent")) == 1
 
 

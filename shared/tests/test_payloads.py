@@ -10,7 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from ght_shared.events import Event, new_event
-from ght_shared.payloads import PAYLOADS, Payload, UnreadablePayload, catalogue, payload_for
+from ght_shared.payloads import (
+    PAYLOADS,
+    Audience,
+    Payload,
+    UnreadablePayload,
+    Visibility,
+    catalogue,
+    payload_for,
+)
 from ght_shared.payloads.activity import BatchIngested, IndicatorUpdated
 from ght_shared.payloads.beds import BedStatusChanged, CapacityChanged, TransferAccepted
 from ght_shared.payloads.common import DeadLetterRecorded, dead_letter_type
@@ -478,9 +486,15 @@ def test_the_catalogue_shows_json_names_literals_nested_models_and_who_reads_wha
     assert "| `installed` | integer, 0 to 100000 | yes |" in rendered
     assert "| `period` | ImportPeriod or null | yes |" in rendered
     assert "`ContractObjective`: as in `ght.contracts.contract.signed.v1`." in rendered
-    assert "planned (beds-svc); consumed today by: activity-svc." in rendered
-    assert "published by activity-svc today; no consumer yet." in rendered
-    assert "Subject `bed/{bed}`; planned (beds-svc); no consumer yet." in rendered
+    flat = " ".join(rendered.split())
+    assert "planned (beds-svc); consumed today by: activity-svc; live feed: `establishment`" in flat
+    assert "published by activity-svc today; no consumer yet; live feed: `public`." in flat
+    assert (
+        "Subject `bed/{bed}`; planned (beds-svc); no consumer yet; live feed: `establishment`"
+        " (and `establishment`)." in flat
+    )
+    assert "live feed: `establishment` (and `from`, `to`)." in flat
+    assert "live feed: `territorial`." in flat
 
 
 def test_the_command_checks_and_rewrites_the_part_between_the_markers(
@@ -507,3 +521,33 @@ def test_a_file_without_the_markers_is_refused(tmp_path: Path) -> None:
     doc.write_text("# Events\n", encoding="utf-8")
     assert catalogue.main(["--write", str(doc)]) == 2
     assert doc.read_text(encoding="utf-8") == "# Events\n"
+
+
+# --- who sees an event on the live feed -------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", PAYLOADS, ids=lambda model: model.EVENT_TYPE)
+def test_every_event_type_declares_who_sees_it_on_the_live_feed(model: type[Payload]) -> None:
+    # Declared on the model or a base of its own module, never inherited from Payload.
+    assert isinstance(getattr(model, "VISIBILITY", None), Visibility), model.EVENT_TYPE
+    fields = model.model_json_schema(by_alias=True)["properties"]
+    assert set(model.ESTABLISHMENT_FIELDS) <= set(fields)
+
+
+def test_the_audience_of_an_event_is_its_envelopes_establishment_and_its_named_fields() -> None:
+    transfer = TransferAccepted.model_validate({**_TRANSFER, "expires_at": LATER})
+
+    audience = TransferAccepted.audience(transfer.event(source="beds-svc", establishment=CHU))
+
+    assert audience == Audience(Visibility.ESTABLISHMENT, frozenset({CHU, CH_NORD}))
+
+
+def test_a_field_that_is_not_a_finess_string_names_no_establishment() -> None:
+    event = new_event(
+        source="beds-svc",
+        type=BedStatusChanged.EVENT_TYPE,
+        subject="bed/1",
+        data={"establishment": [CHU]},
+    )
+
+    assert BedStatusChanged.audience(event) == Audience(Visibility.ESTABLISHMENT)

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ght_gateway.models import AccessLogEntry
 from ght_gateway.ratelimit import Decision
 from ght_shared.auth import Principal
-from ght_shared.context import request_id_var
+from ght_shared.context import client_request_id_var, request_id_var
 from ght_shared.db import Database
 from ght_shared.metrics import ServiceMetrics, route_label
 
@@ -129,6 +129,7 @@ def record_access(scope: Scope, status: int, duration_s: float) -> None:
             "status": status,
             "duration_ms": round(duration_s * 1000, 3),
             "request_id": request_id_var.get(),
+            "client_request_id": client_request_id_var.get(),
             "client_ip": client[0] if client else None,
         }
     )

@@ -223,6 +223,7 @@ async def access_log(
     path_prefix: Annotated[str | None, Query(max_length=500)] = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
     request_id: Annotated[str | None, Query(max_length=128)] = None,
+    client_request_id: Annotated[str | None, Query(max_length=128)] = None,
     since: Moment | None = None,
     until: Moment | None = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Entries per page.")] = 100,
@@ -239,6 +240,8 @@ async def access_log(
         query = query.where(AccessLogEntry.status == status)
     if request_id is not None:
         query = query.where(AccessLogEntry.request_id == request_id)
+    if client_request_id is not None:
+        query = query.where(AccessLogEntry.client_request_id == client_request_id)
     if since is not None:
         query = query.where(AccessLogEntry.at >= since)
     if until is not None:

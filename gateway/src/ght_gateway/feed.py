@@ -13,6 +13,7 @@ ring. See ``docs/adr/0007-live-feed.md``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import fnmatch
 import itertools
@@ -43,10 +44,11 @@ from starlette.types import Receive, Scope, Send
 from ght_gateway.security import AUTHENTICATED_RESPONSES, require
 from ght_gateway.settings import Settings
 from ght_shared.auth import Principal
-from ght_shared.errors import ServiceUnavailable
+from ght_shared.errors import ServiceUnavailable, TooManyRequests
 from ght_shared.events import Event
 from ght_shared.messaging import NatsConnection
-from ght_shared.streams import STREAMS, ensure_stream
+from ght_shared.payloads import Audience, Visibility, payload_for
+from ght_shared.streams import STREAMS, ensure_stream, stream_for_subject
 
 _log = logging.getLogger(__name__)
 
@@ -79,18 +81,6 @@ HEARTBEAT_FRAME = b": heartbeat\n\n"
 # --- events as the feed keeps them ----------------------------------------------------------
 
 
-def is_territorial(event: Event) -> bool:
-    """True for an aggregate of the territory: no establishment, or a territory-wide scope.
-
-    ``ght.beds.strain.changed`` carries ``scope`` (unit, establishment, specialty,
-    territory) in its data; other events say it with their subject (``territory/...``).
-    """
-    if event.establishment is None:
-        return True
-    scope: object = event.data.get("scope")
-    return scope == "territory" or event.subject.partition("/")[0] == "territory"
-
-
 def sse_frame(data: bytes, *, event: str | None = None, event_id: str | None = None) -> bytes:
     """One Server-Sent Events message; ``data`` must hold no line break (compact JSON)."""
     head = b""
@@ -106,28 +96,56 @@ def control_frame(event: str, *, event_id: str | None = None, **data: Any) -> by
     return sse_frame(orjson.dumps(data), event=event, event_id=event_id)
 
 
+def read_scope_of(event: Event) -> str | None:
+    """The scope that reads the event's owner on the REST API: ``beds:read`` for the
+    ``BEDS`` stream; None for a subject no stream holds."""
+    try:
+        return f"{stream_for_subject(event.nats_subject).name.lower()}:read"
+    except LookupError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
-    """An event as the feed forwards it: what filtering needs, and its SSE frame built once."""
+    """An event as the feed forwards it: who may see it, and its SSE frame built once."""
 
     id: str
     type: str
-    establishment: str | None
-    territorial: bool
+    audience: Audience | None
+    """From the type's payload model; None for a type of no model (never forwarded)."""
+    read_scope: str | None
     frame: bytes
 
     @classmethod
     def of(cls, event: Event) -> FeedEvent:
         event_id = str(event.id)
+        model = payload_for(event.type)
         return cls(
             id=event_id,
             type=event.type,
-            establishment=event.establishment,
-            territorial=is_territorial(event),
+            audience=model.audience(event) if model is not None else None,
+            read_scope=read_scope_of(event),
             # Re-serialised rather than forwarded raw: orjson output has no line break,
             # which the SSE data field forbids.
             frame=sse_frame(event.to_bytes(), event=event.type, event_id=event_id),
         )
+
+    @property
+    def forwarded(self) -> bool:
+        """False for an event no one may see: its type has no model (fail closed)."""
+        return self.audience is not None and self.read_scope is not None
+
+    def visible_to(self, principal: Principal) -> bool:
+        """The rule of the type's :class:`Visibility`, for a principal holding the scope
+        that reads the event's owner (as the REST API asks)."""
+        audience = self.audience
+        if audience is None or self.read_scope is None or not principal.has_scope(self.read_scope):
+            return False
+        if audience.visibility is Visibility.PUBLIC or principal.is_territorial:
+            return True
+        if audience.visibility is Visibility.ESTABLISHMENT:
+            return any(principal.may_act_for(finess) for finess in audience.establishments)
+        return False
 
 
 class EventRing:
@@ -219,13 +237,8 @@ class FeedClient:
         """Set when the gateway ends the stream: it then has a grace period to finish."""
 
     def may_see(self, event: FeedEvent) -> bool:
-        """Territorial principals see all; others their establishments' and the territory's."""
-        principal = self.principal
-        if not (
-            event.territorial
-            or principal.is_territorial
-            or (event.establishment is not None and principal.may_act_for(event.establishment))
-        ):
+        """Whether the event is visible to this principal and matches ``?types=``."""
+        if not event.visible_to(self.principal):
             return False
         return self.types is None or self.types.match(event.type) is not None
 
@@ -263,6 +276,11 @@ class FeedMetrics:
         self.dropped = Counter(
             "ght_feed_clients_dropped",
             "SSE clients dropped because they read too slowly.",
+            registry=registry,
+        )
+        self.withheld = Counter(
+            "ght_feed_events_withheld",
+            "Events forwarded to no one: their type has no payload model.",
             registry=registry,
         )
         self.resets = Counter(
@@ -309,6 +327,12 @@ class FeedFull(ServiceUnavailable):
         return {"Retry-After": "5"}
 
 
+class TooManyStreams(TooManyRequests):
+    """429: the principal already holds ``feed_max_streams_per_principal`` streams here."""
+
+    code = "too_many_streams"
+
+
 class LiveFeed:
     """The process's subscription to every stream, its ring of recent events and its clients."""
 
@@ -319,6 +343,8 @@ class LiveFeed:
         self.nats = nats
         self.ring = EventRing(settings.feed_ring_size)
         self.clients: set[FeedClient] = set()
+        self.streams_of: collections.Counter[str] = collections.Counter()
+        """Open streams per principal (``sub``)."""
         self.metrics = FeedMetrics.of(registry, lambda: len(self.clients))
         self.following: set[str] = set()
         """Streams whose subscription is up: events published from now on will be seen."""
@@ -348,6 +374,10 @@ class LiveFeed:
 
     def dispatch(self, event: FeedEvent) -> None:
         """Keep ``event`` in the ring and queue it for every client that may see it."""
+        if not event.forwarded:
+            self.metrics.withheld.inc()
+            _log.debug("live feed: event of no known type withheld", extra={"type": event.type})
+            return
         if event.id in self.ring:
             return  # a redelivery (JetStream is at least once): clients have it already
         self.ring.append(event)
@@ -376,6 +406,14 @@ class LiveFeed:
                 "This gateway serves as many live streams as it may; retry shortly.",
                 limit=self.settings.feed_max_clients,
             )
+        cap = self.settings.feed_max_streams_per_principal
+        if self.streams_of[principal.sub] >= cap:
+            raise TooManyStreams(
+                f"{principal.sub} already has {cap} live streams open on this gateway: close"
+                " one (or share one between views) before opening another.",
+                retry_after_s=5,
+                limit=cap,
+            )
         client = FeedClient(
             principal, compile_type_patterns(types), self.settings.feed_client_queue
         )
@@ -400,6 +438,7 @@ class LiveFeed:
                 client.opening.extend(replay)
                 client.replayed = len(replay)
         self.clients.add(client)
+        self.streams_of[principal.sub] += 1
         return client
 
     def drop(self, client: FeedClient) -> None:
@@ -408,11 +447,16 @@ class LiveFeed:
             self.metrics.dropped.inc()
             _log.info("live feed: slow client dropped", extra={"principal": client.principal.sub})
         client.end(End.DROPPED)
-        self.clients.discard(client)
+        self.release(client)
 
     def release(self, client: FeedClient) -> None:
-        """Forget a client whose stream is over, however it ended."""
-        self.clients.discard(client)
+        """Forget a client whose stream is over, however it ended (once)."""
+        if client not in self.clients:
+            return
+        self.clients.remove(client)
+        self.streams_of[client.principal.sub] -= 1
+        if self.streams_of[client.principal.sub] <= 0:
+            del self.streams_of[client.principal.sub]
 
     async def frames(self, client: FeedClient) -> AsyncGenerator[bytes, None]:
         """The bytes of one stream: its opening, then events, heartbeats when idle, its end."""
@@ -690,6 +734,7 @@ def live_feed(request: Request) -> LiveFeed:
             "too slowly), `expired` (the token expired). Comment lines are heartbeats.",
             "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
         },
+        429: {"description": "The caller holds its maximum of streams (`too_many_streams`)."},
         503: {"description": "The gateway is shutting down or serves its maximum of streams."},
         **AUTHENTICATED_RESPONSES,
     },
@@ -712,8 +757,11 @@ async def event_stream(
 ) -> EventStreamResponse:
     """The events the caller may see, as they happen.
 
-    An establishment's principal sees its establishment's events and the territory's
-    (no establishment, or a territory-wide scope); territorial roles see all. A client
+    Who sees an event is declared by its type (`docs/roles.md`, "The live feed"): public
+    types reach every principal, establishment types the territorial principals and those
+    of the establishments they concern, territorial types territorial principals only;
+    the caller needs the read scope of the event's owner too, and a type without a model
+    is never forwarded. A client
     that reconnects with `Last-Event-ID` receives the events it missed while they are
     still in this gateway's memory, else an `event: reset`.
     """

@@ -104,6 +104,9 @@ class AccessLogEntry(Base):
     status: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[float]
     request_id: Mapped[str | None] = mapped_column(Text)
+    """The gateway's own id of the request (its ``X-Request-ID`` answer, its logs)."""
+    client_request_id: Mapped[str | None] = mapped_column(Text)
+    """The caller's ``X-Request-ID``, when it sent a safe one: its correlation id."""
     client_ip: Mapped[str | None] = mapped_column(Text)
 
 

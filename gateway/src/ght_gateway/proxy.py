@@ -13,6 +13,7 @@ get ``upstream_import_timeout_s`` and the upload body limit.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Annotated
 from urllib.parse import quote_from_bytes
@@ -36,6 +37,7 @@ from ght_gateway.upstream import (
     upstreams_of,
 )
 from ght_shared.auth import SERVICES, Principal, ensure_scope
+from ght_shared.errors import InvalidInput
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +60,39 @@ _REPLACED_REQUEST_HEADERS = frozenset(
 _REPLACED_RESPONSE_HEADERS = frozenset({"x-request-id", "traceparent", "date", "server"})
 _PATH_SAFE = b"/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + b"?"
+
+
+# An encoded dot, slash or backslash: a service (or a proxy in front of it) may decode it
+# into a path other than the one whose scope the gateway checked.
+_ENCODED_SEPARATOR = re.compile(rb"%(2e|2f|5c)", re.IGNORECASE)
+
+
+class UnsafePath(InvalidInput):
+    """400: a routed path the gateway will not forward as it might not be the one checked."""
+
+    status = 400
+    code = "unsafe_path"
+    title = "Unsafe path"
+
+
+def path_violation(raw_path: bytes) -> tuple[str, str] | None:
+    """Why a routed path is refused, as ``(rule, message)``; None when it is safe.
+
+    The gateway checks a route's scope on the path as sent and forwards it as sent: a path
+    that a server could read as another one (``/targets/../records``) would pass the
+    check of one route and reach another, so it is refused rather than normalised.
+    """
+    path = raw_path.split(b"?", 1)[0]
+    if _ENCODED_SEPARATOR.search(path):
+        return "encoded_separator", "an encoded '.', '/' or '\\' (%2e, %2f, %5c) is not accepted"
+    if b"\\" in path:
+        return "backslash", "a backslash is not accepted"
+    segments = path.split(b"/")[1:]
+    if any(segment in (b".", b"..") for segment in segments):
+        return "dot_segment", "a '.' or '..' segment is not accepted"
+    if b"" in segments[:-1]:  # a trailing slash is the service's to answer
+        return "empty_segment", "an empty segment ('//') is not accepted"
+    return None
 
 
 def without_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -99,7 +134,13 @@ class ServiceRoute(APIRoute):
 router = APIRouter(tags=["routing"], route_class=ServiceRoute)
 
 
-async def _known_service(service: str) -> str:
+async def _known_service(request: Request, service: str) -> str:
+    """The service named by the path, once the path is known to be safe to route (400)."""
+    raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    violation = path_violation(raw_path)
+    if violation is not None:
+        rule, message = violation
+        raise UnsafePath(f"The path cannot be routed: {message}.", field="path", rule=rule)
     if service not in SERVICES:
         raise UnknownService(service)
     return service

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from ght_gateway.roles import PERSON_ROLES
 from ght_shared.auth import TERRITORY, Role
 from ght_shared.identifiers import Finess, is_finess
-from ght_shared.schemas import ReadModel, StrictModel
+from ght_shared.schemas import PatchModel, ReadModel, StrictModel
 
 Username = Annotated[
     str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
@@ -79,15 +80,23 @@ class UserCreate(StrictModel):
     _check_establishments = field_validator("establishments")(_establishments)
 
 
-class UserUpdate(StrictModel):
-    display_name: Name | None = None
-    password: Password | None = None
-    roles: list[Role] | None = Field(default=None, min_length=1, max_length=len(Role))
-    establishments: list[EstablishmentKey] | None = Field(
-        default=None, min_length=1, max_length=MAX_ESTABLISHMENTS
-    )
+class UserUpdate(PatchModel):
+    """A change of some of a user's fields: a field left out keeps its value; only
+    ``pole`` may be null (no pôle)."""
+
+    NULLABLE = frozenset({"pole"})
+
+    display_name: Name | SkipJsonSchema[None] = None
+    password: Password | SkipJsonSchema[None] = None
+    roles: (
+        Annotated[list[Role], Field(min_length=1, max_length=len(Role))] | SkipJsonSchema[None]
+    ) = None
+    establishments: (
+        Annotated[list[EstablishmentKey], Field(min_length=1, max_length=MAX_ESTABLISHMENTS)]
+        | SkipJsonSchema[None]
+    ) = None
     pole: PoleCode | None = None
-    active: bool | None = None
+    active: bool | SkipJsonSchema[None] = None
 
     @field_validator("roles")
     @classmethod
@@ -120,9 +129,12 @@ class ClientCreate(StrictModel):
     establishment: Finess
 
 
-class ClientUpdate(StrictModel):
-    name: Name | None = None
-    active: bool | None = None
+class ClientUpdate(PatchModel):
+    """A change of some of a client's fields: a field left out keeps its value, none may
+    be null."""
+
+    name: Name | SkipJsonSchema[None] = None
+    active: bool | SkipJsonSchema[None] = None
     rotate_secret: bool = False
 
 
@@ -155,4 +167,5 @@ class AccessLogRead(ReadModel):
     status: int
     duration_ms: float
     request_id: str | None
+    client_request_id: str | None
     client_ip: str | None

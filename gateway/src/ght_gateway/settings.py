@@ -45,6 +45,11 @@ class Settings(ServiceSettings):
     service_name: str = "gateway"
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/gateway"
     upstreams: Upstreams = Upstreams()
+    trust_request_id: bool = Field(
+        default=False,
+        description="The public door: a caller's X-Request-ID is its correlation id, kept"
+        " beside the gateway's own request id, never in its place.",
+    )
 
     # Identity and tokens.
     public_url: str = "http://127.0.0.1:8000"
@@ -123,6 +128,11 @@ class Settings(ServiceSettings):
     )
     feed_max_clients: int = Field(
         default=2_000, ge=1, description="SSE streams one gateway process serves at once."
+    )
+    feed_max_streams_per_principal: int = Field(
+        default=10,
+        ge=1,
+        description="SSE streams one principal (token subject) may hold open on one process.",
     )
     feed_retry_ms: int = Field(
         default=3_000, ge=0, description="Reconnection delay suggested to SSE clients."

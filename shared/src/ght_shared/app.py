@@ -26,7 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ght_shared import health
 from ght_shared.auth import TokenVerifier
 from ght_shared.consumer import Consumer, ConsumerSpec
-from ght_shared.context import child_traceparent, request_id_var, traceparent_var
+from ght_shared.context import (
+    child_traceparent,
+    client_request_id_var,
+    request_id_var,
+    traceparent_var,
+)
 from ght_shared.db import Database
 from ght_shared.errors import install_error_handlers, problem, unexpected_error_response
 from ght_shared.logs import configure_logging
@@ -101,8 +106,10 @@ class RequestContextMiddleware:
         upload_paths: Sequence[str] = (),
         observers: Sequence[RequestObserver] = (),
         body_limits: Mapping[str, int] | None = None,
+        trust_request_id: bool = True,
     ) -> None:
         self.app = app
+        self.trust_request_id = trust_request_id
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
@@ -124,13 +131,14 @@ class RequestContextMiddleware:
             return
         headers = dict(scope["headers"])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = (
-            incoming
-            if incoming and len(incoming) <= 128 and set(incoming) <= _SAFE_REQUEST_ID
-            else uuid.uuid4().hex
-        )
+        safe = incoming if len(incoming) <= 128 and set(incoming) <= _SAFE_REQUEST_ID else ""
+        # A public door never lets a caller choose the id its logs are keyed by: the
+        # caller's is kept beside it, as its correlation id (an unsafe one is dropped).
+        request_id = (safe if self.trust_request_id else "") or uuid.uuid4().hex
+        client_request_id = None if self.trust_request_id else safe or None
         traceparent = child_traceparent(headers.get(b"traceparent", b"").decode("latin-1"))
         rid_token = request_id_var.set(request_id)
+        crid_token = client_request_id_var.set(client_request_id)
         tp_token = traceparent_var.set(traceparent)
         started = time.perf_counter()
         status = 500
@@ -209,6 +217,7 @@ class RequestContextMiddleware:
                 except Exception:
                     _log.exception("request observer failed")
             request_id_var.reset(rid_token)
+            client_request_id_var.reset(crid_token)
             traceparent_var.reset(tp_token)
 
 
@@ -274,6 +283,7 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
         upload_paths=parts.upload_paths,
         body_limits=parts.body_limits,
         observers=parts.request_observers,
+        trust_request_id=settings.trust_request_id,
     )
     app.include_router(health.router)
     for router in parts.routers:

@@ -8,6 +8,8 @@ from contextvars import ContextVar
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
+client_request_id_var: ContextVar[str | None] = ContextVar("client_request_id", default=None)
+"""The caller's own ``X-Request-ID``, where the request's id is not the caller's (gateway)."""
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 

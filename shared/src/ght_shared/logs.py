@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ght_shared.context import request_id_var, trace_id, traceparent_var
+from ght_shared.context import client_request_id_var, request_id_var, trace_id, traceparent_var
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -30,6 +30,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        client_request_id = client_request_id_var.get()
+        if client_request_id:
+            entry["client_request_id"] = client_request_id
         trace = trace_id(traceparent_var.get())
         if trace:
             entry["trace_id"] = trace

@@ -28,6 +28,11 @@ class ServiceSettings(BaseSettings):
     service_name: str = Field(description="Name used as the event source and in logs.")
     environment: Environment = "local"
     log_level: str = "INFO"
+    trust_request_id: bool = Field(
+        default=True,
+        description="Take a caller's (safe) X-Request-ID as the request's own id: true behind"
+        " the gateway, which sets it; the gateway keeps a caller's as its correlation id only.",
+    )
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/postgres"
     db_pool_size: int = Field(default=5, ge=1, le=50)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from ght_shared.events import nats_subject_of
 from ght_shared.payloads import activity, beds, common, contracts, referential, staffing
 from ght_shared.payloads.base import (
+    Audience,
     Count,
     FinessNumber,
     Flag,
@@ -26,6 +27,7 @@ from ght_shared.payloads.base import (
     Payload,
     PayloadPart,
     UnreadablePayload,
+    Visibility,
 )
 
 PAYLOADS: tuple[type[Payload], ...] = (
@@ -69,6 +71,7 @@ def payload_for(event_type: str) -> type[Payload] | None:
 
 __all__ = [
     "PAYLOADS",
+    "Audience",
     "Count",
     "FinessNumber",
     "Flag",
@@ -77,5 +80,6 @@ __all__ = [
     "Payload",
     "PayloadPart",
     "UnreadablePayload",
+    "Visibility",
     "payload_for",
 ]

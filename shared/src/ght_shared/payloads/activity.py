@@ -7,7 +7,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ght_shared.payloads.base import Count, FinessNumber, Month, Number, Payload, PayloadPart
+from ght_shared.payloads.base import (
+    Count,
+    FinessNumber,
+    Month,
+    Number,
+    Payload,
+    PayloadPart,
+    Visibility,
+)
 
 SERVICE = "activity-svc"
 STREAM = "ACTIVITY"
@@ -30,6 +38,8 @@ class BatchIngested(Payload):
     EVENT_TYPE: ClassVar[str] = BATCH_INGESTED
     SUBJECT: ClassVar[str] = "import/{batch}"
     PUBLISHED: ClassVar[bool] = True
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("establishment",)
 
     batch: uuid.UUID = Field(description="The import's id.")
     source: str | None = Field(description="The import's source system, when it has only one.")
@@ -49,6 +59,8 @@ class IndicatorUpdated(Payload):
     EVENT_TYPE: ClassVar[str] = INDICATOR_UPDATED
     SUBJECT: ClassVar[str] = "indicator/{indicator}/{org_unit}"
     PUBLISHED: ClassVar[bool] = True
+    # As the REST API: the territory root's figures (no establishment) are territorial.
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
 
     indicator: str = Field(description="The indicator's code in activity's catalogue.")
     org_unit: str = Field(description="The org unit's code.")
@@ -76,6 +88,7 @@ class AlertRaised(Payload):
     EVENT_TYPE: ClassVar[str] = ALERT_RAISED
     SUBJECT: ClassVar[str] = "alert/{alert}"
     PUBLISHED: ClassVar[bool] = True
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
 
     alert: uuid.UUID = Field(description="The alert's id.")
     rule: uuid.UUID = Field(description="The alert rule's id.")

@@ -3,6 +3,8 @@ not fit."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
@@ -32,6 +34,26 @@ FinessNumber = Annotated[Finess, WithJsonSchema({"type": "string", "format": "fi
 """An establishment's FINESS number, checked (format and Luhn key)."""
 
 
+class Visibility(StrEnum):
+    """Who sees an event type on the gateway's live feed (``docs/roles.md``)."""
+
+    PUBLIC = "public"
+    """Every principal of the feed: facts of the territory every establishment shares."""
+    ESTABLISHMENT = "establishment"
+    """Territorial principals, and those acting for an establishment the event concerns;
+    an event that names no establishment is for territorial principals only."""
+    TERRITORIAL = "territorial"
+    """Territorial principals only (``establishments: ["*"]``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who may see one event: its visibility and the establishments it concerns."""
+
+    visibility: Visibility
+    establishments: frozenset[str] = frozenset()
+
+
 class PayloadPart(BaseModel):
     """A model nested in a payload (a period, an objective): frozen, unknown fields kept."""
 
@@ -51,6 +73,12 @@ class Payload(BaseModel):
     """The services whose code reads this event today."""
     PUBLISHED: ClassVar[bool] = False
     """True when a service publishes it today; the others are planned."""
+    VISIBILITY: ClassVar[Visibility]
+    """Who sees it on the live feed. Every event type declares it (a test checks); the
+    feed forwards no event of a type without a model."""
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """The fields of ``data`` naming (by FINESS) establishments the event concerns, besides
+    the envelope's ``establishment``: its parties (a transfer's two ends)."""
 
     def subject(self) -> str:
         """The event's subject: :attr:`SUBJECT` filled with the field values."""
@@ -73,6 +101,18 @@ class Payload(BaseModel):
 
     def _event_type(self, source: str) -> str:
         return self.EVENT_TYPE
+
+    @classmethod
+    def audience(cls, event: Event) -> Audience:
+        """Who may see ``event`` on the live feed: :attr:`VISIBILITY`, and the envelope's
+        establishment with those of :attr:`ESTABLISHMENT_FIELDS`.
+
+        Reads ``data`` as it is, without validating it: the feed decides for every event
+        it forwards (tens of thousands after a large import). A value that is not a string
+        names no establishment, which narrows the audience, never widens it.
+        """
+        named = [event.establishment, *(event.data.get(name) for name in cls.ESTABLISHMENT_FIELDS)]
+        return Audience(cls.VISIBILITY, frozenset(v for v in named if isinstance(v, str) and v))
 
     @classmethod
     def of(cls, event: Event) -> Self:

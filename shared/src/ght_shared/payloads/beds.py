@@ -10,7 +10,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ght_shared.payloads.base import Count, FinessNumber, Number, Payload
+from ght_shared.events import Event
+from ght_shared.payloads.base import Audience, Count, FinessNumber, Number, Payload, Visibility
 from ght_shared.payloads.referential import OrgUnitCode
 
 SERVICE = "beds-svc"
@@ -45,6 +46,8 @@ class BedStatusChanged(Payload):
 
     EVENT_TYPE: ClassVar[str] = BED_STATUS_CHANGED
     SUBJECT: ClassVar[str] = "bed/{bed}"
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("establishment",)
 
     bed: str = Field(description="The bed's id.")
     unit: OrgUnitCode = Field(description="The org unit code of the bed's unit.")
@@ -66,6 +69,8 @@ class CapacityChanged(Payload):
     EVENT_TYPE: ClassVar[str] = CAPACITY_CHANGED
     SUBJECT: ClassVar[str] = "unit/{unit}"
     CONSUMED_BY: ClassVar[tuple[str, ...]] = ("activity-svc",)
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("establishment",)
 
     unit: OrgUnitCode = Field(
         description="The unit's org code, or its UF code within the establishment."
@@ -90,9 +95,15 @@ class CapacityChanged(Payload):
 
 
 class _Transfer(Payload):
-    """The state of an inter-site transfer request, as each of its events gives it."""
+    """The state of an inter-site transfer request, as each of its events gives it.
+
+    On the live feed, a request still open to the whole territory (``to`` null) is public:
+    any establishment may take it; once it names its receiver, both ends see it.
+    """
 
     SUBJECT: ClassVar[str] = "transfer/{request}"
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("from", "to")
 
     request: str = Field(description="The transfer request's id.")
     from_: FinessNumber = Field(alias="from", description="The requesting establishment's FINESS.")
@@ -104,6 +115,12 @@ class _Transfer(Payload):
     urgency: TransferUrgency = Field(description="How soon.")
     bed: str | None = Field(None, description="The bed reserved, once accepted.")
     at: datetime = Field(description="When it happened.")
+
+    @classmethod
+    def audience(cls, event: Event) -> Audience:
+        if "to" in event.data and event.data["to"] is None:
+            return Audience(Visibility.PUBLIC)
+        return super().audience(event)
 
 
 class TransferRequested(_Transfer):
@@ -156,6 +173,8 @@ class StrainChanged(Payload):
     EVENT_TYPE: ClassVar[str] = STRAIN_CHANGED
     SUBJECT: ClassVar[str] = "strain/{scope}/{key}"
     CONSUMED_BY: ClassVar[tuple[str, ...]] = ("gateway",)
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("establishment",)
 
     scope: Literal["unit", "establishment", "specialty", "territory"] = Field(
         description="What the level is of (the gateway's feed reads `territory`)."
@@ -171,6 +190,14 @@ class StrainChanged(Payload):
     previous_level: StrainLevel | None = Field(description="The level before; null at first.")
     occupancy: Number | None = Field(ge=0, description="Occupied share of open beds.")
     available: Count | None = Field(description="Beds available.")
+
+    @classmethod
+    def audience(cls, event: Event) -> Audience:
+        """The territory's and a specialty's level across the territory are public (every
+        establishment acts on a plan blanc); a unit's or an establishment's is its own."""
+        if event.data.get("scope") in ("territory", "specialty"):
+            return Audience(Visibility.PUBLIC)
+        return super().audience(event)
 
 
 PAYLOADS: tuple[type[Payload], ...] = (

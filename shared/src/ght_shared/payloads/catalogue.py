@@ -33,8 +33,11 @@ WIDTH = 92
 
 LEGEND = """\
 Each `####` is an event type, with its subject (a template over its fields), whether a
-service publishes it today, and the services whose code reads it today (the gateway's live
-feed forwards every event besides). The fields are the JSON names of `data`. *required*:
+service publishes it today, the services whose code reads it today, and who sees it on the
+gateway's live feed: `public` (every principal), `establishment` (territorial principals
+and those of the establishment in the envelope, or of the establishments in the fields
+named; an event naming none is territorial) or `territorial` (`["*"]` only); see
+`docs/roles.md`. The fields are the JSON names of `data`. *required*:
 the key must be there, though a type "or null" may be null; a field that is not required
 may be absent, and producers leave it out unless they have a value for it. `integer`,
 `number` and `boolean` are JSON numbers and booleans: a string, or a boolean for a number,
@@ -112,12 +115,15 @@ def _model(model: type[Payload], publisher: str, described: dict[str, str]) -> s
     status = f"published by {publisher} today" if model.PUBLISHED else f"planned ({publisher})"
     readers = ", ".join(model.CONSUMED_BY) if model.CONSUMED_BY else None
     consumed = f"consumed today by: {readers}" if readers else "no consumer yet"
+    feed = f"live feed: `{model.VISIBILITY}`"
+    if model.ESTABLISHMENT_FIELDS:
+        feed += " (and " + ", ".join(f"`{name}`" for name in model.ESTABLISHMENT_FIELDS) + ")"
     schema = model.model_json_schema(by_alias=True)
     definitions: dict[str, Any] = schema.get("$defs", {})
     nested: list[str] = []
     lines = [
         f"#### `{model.EVENT_TYPE}`\n",
-        _wrap(f"Subject `{model.SUBJECT}`; {status}; {consumed}.") + "\n",
+        _wrap(f"Subject `{model.SUBJECT}`; {status}; {consumed}; {feed}.") + "\n",
         _wrap(_doc(model)) + "\n",
         _table(schema, nested),
     ]

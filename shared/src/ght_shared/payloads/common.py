@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ght_shared.payloads.base import Count, Payload
+from ght_shared.payloads.base import Count, Payload, Visibility
 
 DEAD_LETTER_RECORDED = "ght.<owner>.dead_letter.recorded.v1"
 """The type's template; :func:`dead_letter_type` gives one owner's type."""
@@ -33,6 +33,8 @@ class DeadLetterRecorded(Payload):
     EVENT_TYPE: ClassVar[str] = DEAD_LETTER_RECORDED
     SUBJECT: ClassVar[str] = "dead_letter/{consumer}"
     PUBLISHED: ClassVar[bool] = True
+    # The platform's operation; its error may quote any establishment's data.
+    VISIBILITY: ClassVar[Visibility] = Visibility.TERRITORIAL
 
     consumer: str = Field(description="The durable consumer's name, e.g. `activity__beds`.")
     event_id: str | None = Field(description="The event's id; null when it was unreadable.")

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from ght_shared.payloads.base import Number, Payload, PayloadPart
+from ght_shared.payloads.base import Number, Payload, PayloadPart, Visibility
 from ght_shared.payloads.referential import OrgUnitCode
 
 SERVICE = "contracts-svc"
@@ -74,6 +74,7 @@ class _Contract(Payload):
     """A contract, named by its id."""
 
     SUBJECT: ClassVar[str] = "contract/{contract}"
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
 
     contract: str = Field(
         max_length=100, pattern=CONTRACT_ID_PATTERN, description="The contract's id."
@@ -119,6 +120,7 @@ class ObjectiveStatusChanged(Payload):
 
     EVENT_TYPE: ClassVar[str] = OBJECTIVE_STATUS_CHANGED
     SUBJECT: ClassVar[str] = "objective/{objective}"
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
 
     objective: str = Field(description="The objective's id.")
     contract: str = Field(description="The contract's id.")

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from ght_shared.payloads.base import Count, FinessNumber, Flag, Payload
+from ght_shared.payloads.base import Count, FinessNumber, Flag, Payload, Visibility
 
 SERVICE = "activity-svc"
 STREAM = "ACTIVITY"
@@ -28,6 +28,8 @@ class OrgUnitUpserted(Payload):
     EVENT_TYPE: ClassVar[str] = ORG_UNIT_UPSERTED
     SUBJECT: ClassVar[str] = "orgunit/{code}"
     PUBLISHED: ClassVar[bool] = True
+    # Every holder of activity:read reads the whole referential (activity-svc's access.py).
+    VISIBILITY: ClassVar[Visibility] = Visibility.PUBLIC
 
     code: OrgUnitCode = Field(description="Territory-unique; an establishment's is its FINESS.")
     kind: Literal["territory", "establishment", "site", "pole", "department", "unit"] = Field(

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from ght_shared.payloads.base import FinessNumber, Flag, Payload
+from ght_shared.payloads.base import FinessNumber, Flag, Payload, Visibility
 from ght_shared.payloads.referential import OrgUnitCode
 
 SERVICE = "staffing-svc"
@@ -32,6 +32,8 @@ class _Need(Payload):
     """A slot of a site to staff."""
 
     SUBJECT: ClassVar[str] = "need/{need}"
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("establishment",)
 
     need: str = Field(description="The need's id.")
     establishment: FinessNumber = Field(description="The FINESS of the site's establishment.")
@@ -67,6 +69,9 @@ class _Assignment(Payload):
     """A practitioner placed on a slot of a host site."""
 
     SUBJECT: ClassVar[str] = "assignment/{assignment}"
+    # The practitioner's employer and the host both follow a cross-site assignment.
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+    ESTABLISHMENT_FIELDS: ClassVar[tuple[str, ...]] = ("home_establishment", "host_establishment")
 
     assignment: str = Field(description="The assignment's id.")
     practitioner: Rpps = Field(description="The practitioner's RPPS number (11 digits).")
