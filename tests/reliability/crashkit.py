@@ -135,7 +135,7 @@ class LiveStack:
             child.run.signal(signal.SIGKILL)
             child.run.process.wait(10)
 
-    def restart(self, name: str, timeout: float = 60.0) -> float:
+    def restart(self, name: str, timeout: float = 120.0) -> float:
         """Start what :meth:`kill` killed, on the same port and data; return the seconds it
         took to be ready (a component: ``/health/ready`` answers 200)."""
         started = time.monotonic()
@@ -148,12 +148,15 @@ class LiveStack:
         else:
             component = next(c for c in self.COMPONENTS if c.name == name)
             child = self.stack.start_component(component)
-            wait_until(
-                lambda: child.run.exit_code is None and run._is_ready(child.url),
-                timeout,
-                f"{name} ready again (log: {child.run.log_tail()})",
-                pause=0.2,
-            )
+            try:
+                wait_until(
+                    lambda: child.run.exit_code is None and run._is_ready(child.url),
+                    timeout,
+                    f"{name} ready again",
+                    pause=0.2,
+                )
+            except AssertionError as error:
+                raise AssertionError(f"{error}; its log:\n{child.run.log_tail(60)}") from None
         return time.monotonic() - started
 
     def ensure_running(self) -> None:
@@ -193,8 +196,17 @@ class LiveStack:
     def activity_dsn(self) -> str:
         return f"postgresql://postgres@{run.HOST}:{self.config.pg_port}/activity"
 
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        return str(self.child(name).run.log_tail(lines))
+    def log_size(self, name: str) -> int:
+        """Where the log of ``name`` ends now (see :meth:`server_errors`)."""
+        path = self.config.log_file(name)
+        return path.stat().st_size if path.exists() else 0
+
+    def server_errors(self, name: str, since: int) -> list[str]:
+        """The requests ``name`` answered with an unhandled error (a 500) since ``since``."""
+        with self.config.log_file(name).open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [line[:300] for line in lines if '"msg":"unhandled error"' in line]
 
 
 def build_territory(gateway_url: str) -> None:
@@ -355,6 +367,7 @@ class Load:
         self.imports: list[Outcome] = []
         self.retries: list[Outcome] = []
         self.before_retry: dict[str, int] = {}
+        self.logs_from: dict[str, int] = {}
         self.consumer = IdempotentConsumer(stack.nats_url, f"crash_{prefix.replace('-', '_')}")
         self._tokens = {
             finess: machine_token(stack.gateway_url, client)
@@ -674,7 +687,9 @@ def settle(stack: LiveStack, load: Load) -> None:
     try:
         wait_until(settled, 90, "imports settled and outbox published", pause=0.5)
     except AssertionError as error:
-        raise AssertionError(f"{error}: {last}") from None
+        raise AssertionError(
+            f"{error}: {last}; activity-svc's log:\n{stack.child('activity-svc').run.log_tail(40)}"
+        ) from None
 
     expected = {
         str(o.body["id"])
@@ -706,6 +721,7 @@ class Tally:
     events_missing: list[str] = field(default_factory=list)
     events_extra: list[str] = field(default_factory=list)
     redeliveries: int = 0
+    hung: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -724,6 +740,8 @@ class Tally:
                 tally.refused[outcome.status] += 1
             else:
                 tally.unanswered += 1
+                if outcome.elapsed > 10.0:  # not a connection refused or reset: a hang
+                    tally.hung.append(outcome.describe())
             rows, distinct = found.get(outcome.source, (0, 0))
             tally.duplicates += rows - distinct
             if outcome.source in load.before_retry:
@@ -774,6 +792,7 @@ class Tally:
             f"events_missing={len(self.events_missing)}",
             f"events_extra={len(self.events_extra)}",
             f"redeliveries={self.redeliveries}",
+            f"hung={len(self.hung)}",
             *(f"{key}={value}" for key, value in self.extra.items()),
         ]
         return f"[{self.name}] " + " ".join(figures)
@@ -786,6 +805,7 @@ class Tally:
             "records or events duplicated": ["x"] * self.duplicates,
             "written without its event": self.events_missing,
             "event without its records": self.events_extra,
+            "no answer within the client's timeout": self.hung,
         }
         found = {what: items[:5] for what, items in problems.items() if items}
         assert not found, f"{self.line()}\n{found}"
@@ -914,7 +934,11 @@ def frozen_import(
         found[:] = [i for i, n in parts_prepared(stack.activity_dsn).items() if n == PARTS]
         return bool(found)
 
-    wait_until(prepared, 120, "the import's parts prepared", pause=0.05)
+    try:
+        wait_until(prepared, 120, "the import's parts prepared", pause=0.05)
+    except BaseException:
+        freeze.release_rows()
+        raise
     return sent, found[0]
 
 
@@ -923,8 +947,10 @@ def kill_before_decision(stack: LiveStack, load: Load, target: str, source: str)
     decided nothing yet: the parts must be rolled back, the import wholly absent."""
     freeze = Freeze(stack, load)
     sent, _ = frozen_import(stack, load, freeze, source)
-    stack.kill(target)
-    freeze.release_rows()
+    try:
+        stack.kill(target)
+    finally:
+        freeze.release_rows()
     return sent.result(120)
 
 
@@ -933,9 +959,11 @@ def kill_after_decision(stack: LiveStack, load: Load, target: str, source: str) 
     are not yet: the parts must be committed by recovery, the import wholly there."""
     freeze = Freeze(stack, load)
     sent, import_id = frozen_import(stack, load, freeze, source)
-    freeze.hold_import(import_id)
-    freeze.release_rows()
     try:
+        try:
+            freeze.hold_import(import_id)
+        finally:
+            freeze.release_rows()  # the import commits its report, then waits for its lock
         wait_until(
             lambda: freeze.import_held() and bool(import_status(stack.activity_dsn, import_id)),
             60,

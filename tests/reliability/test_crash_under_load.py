@@ -23,6 +23,7 @@ database (direct SQL, by source):
   without its contribution, nothing counted twice);
 - no import part is left prepared (``pg_prepared_xacts``), no staging table, no event
   unpublished in the outbox;
+- neither activity-svc nor the gateway logged an unhandled error (a 500);
 - events: "delivered once" means that an idempotent consumer (a durable JetStream
   consumer of ``ght.activity.batch.ingested``, with an inbox of the event ids it
   processed) processes exactly one event for each request whose records are there, and
@@ -72,25 +73,30 @@ FAST_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[LiveStack]:
+def live(request: pytest.FixtureRequest) -> Iterator[LiveStack]:
     # Not under pytest's basetemp: a pytest session starting meanwhile (another worktree's,
     # on a shared machine) takes back the o+x on /tmp/pytest-of-<user> that PostgreSQL,
     # run as its own user, needs to start again on its data after the kill.
     root = Path(tempfile.mkdtemp(prefix="ght-crash-"))
     stack = LiveStack(root / "data")
+    failed = request.session.testsfailed
     try:
         stack.start()
         build_territory(stack.gateway_url)
         yield stack
     finally:
         stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if request.session.testsfailed == failed:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"crash tests failed: their servers' logs are kept in {root}/data/logs")
 
 
 @pytest.fixture
 def load(live: LiveStack, request: pytest.FixtureRequest) -> Iterator[Load]:
     live.ensure_running()
     started = Load(live, unique_prefix(request.node.name.split("_")[1])).start()
+    started.logs_from = {name: live.log_size(name) for name in ("activity-svc", "gateway")}
     try:
         wait_until(lambda: started.acknowledged_since(0) >= 10, 60, "the load under way")
         yield started
@@ -123,6 +129,9 @@ def _finish(name: str, live: LiveStack, load: Load, record_property, **extra: ob
     mismatches = measure_mismatches(live.activity_dsn)
     assert not mismatches, f"{tally.line()}\nmeasures that are not their records: {mismatches}"
     tally.check()
+    for component, since in load.logs_from.items():
+        errors = live.server_errors(component, since)
+        assert not errors, f"{tally.line()}\n{component} answered with a 500: {errors[:3]}"
     return tally
 
 
@@ -204,9 +213,11 @@ def test_nats_killed_mid_import_and_batches(live, load, record_property):
     and every event is delivered once after the restart."""
     freeze = Freeze(live, load)
     imported, _ = frozen_import(live, load, freeze, f"{load.prefix}-imp")
-    live.kill("nats")
+    try:
+        live.kill("nats")
+    finally:
+        freeze.release_rows()  # the import commits during the outage
     down = time.monotonic()
-    freeze.release_rows()
     time.sleep(3.0)  # the outage, under load
     held = leftovers(live.activity_dsn)["unpublished"]
     restarting = time.monotonic()
