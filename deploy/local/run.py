@@ -448,10 +448,10 @@ class Stack:
             env[f"{prefix}JWT_REVOCATIONS_URL"] = f"{gateway_url}/auth/revocations"
         return env
 
-    def migrate(self) -> None:
+    def migrate(self, components: Sequence[Component] = COMPONENTS) -> None:
         """Run ``alembic upgrade head`` for every component, in parallel; RunError on failure."""
         print("migrating databases ...")
-        running = [(component.name, self._start_migration(component)) for component in COMPONENTS]
+        running = [(component.name, self._start_migration(component)) for component in components]
         try:
             for name, migration in running:
                 try:
@@ -482,28 +482,40 @@ class Stack:
             "alembic upgrade head",
         )
 
-    def start_components(self) -> None:
+    def start_components(self, components: Sequence[Component] = COMPONENTS) -> None:
         """Start the services, then the gateway, each with uvicorn on its port."""
-        for component in COMPONENTS:
-            port = self.config.ports[component.name]
-            args = [
-                str(VENV_BIN / "uvicorn"),
-                f"{component.module}.main:create_app",
-                "--factory",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--no-access-log",
-            ]
-            process = LoggedProcess.start(
-                args,
-                self.component_env(component),
-                REPO_ROOT / component.project_dir,
-                self.config.log_file(component.name),
-                "uvicorn",
-            )
-            self.children.append(Child(component, port, process))
+        for component in components:
+            self.start_component(component)
+
+    def start_component(self, component: Component) -> Child:
+        """Start one component with uvicorn on its port (again, after it died: the
+        reliability tests kill and restart them); it joins the supervised children."""
+        for earlier in self.children:
+            if earlier.component is component and earlier.run.exit_code is None:
+                pid = earlier.run.process.pid
+                raise RunError(f"{component.name} is running already (pid {pid})")
+        self.children = [child for child in self.children if child.component is not component]
+        port = self.config.ports[component.name]
+        args = [
+            str(VENV_BIN / "uvicorn"),
+            f"{component.module}.main:create_app",
+            "--factory",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
+        process = LoggedProcess.start(
+            args,
+            self.component_env(component),
+            REPO_ROOT / component.project_dir,
+            self.config.log_file(component.name),
+            "uvicorn",
+        )
+        child = Child(component, port, process)
+        self.children.append(child)
+        return child
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait until every component answers ``/health/ready`` with 200; RunError otherwise."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -304,3 +305,50 @@ async def test_a_route_with_its_own_body_limit_accepts_more_than_the_default_up_
         assert _problem(too_large, 413, "payload_too_large")["limit"] == 4 * 1_048_576
         elsewhere = await client.post("/beds", json={**VALID_BED, "label": "x" * 2_000_000})
         assert _problem(elsewhere, 413, "payload_too_large")["limit"] == 1_048_576
+
+
+uploads = APIRouter()
+
+
+@uploads.post("/uploads")
+async def upload(request: Request) -> dict[str, int]:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return {"size": size}
+
+
+async def test_a_client_gone_mid_upload_is_a_4xx_not_a_server_error(make_settings, caplog):
+    """The gateway killed while it streams a file to the service: the service's body ends
+    early (ClientDisconnect). Nothing is done with it, and no 500 is logged or counted."""
+    settings = await make_settings(_Settings)
+    app = create_service_app(settings, ServiceParts(title="t", routers=[uploads]))
+    received = [{"type": "http.request", "body": b"kind,source\n", "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return received.pop(0) if received else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/uploads",
+        "raw_path": b"/uploads",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"svc"), (b"content-type", b"text/csv")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("svc", 80),
+    }
+    async with running_app(app):
+        with caplog.at_level(logging.INFO):
+            await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

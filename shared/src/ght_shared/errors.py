@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ght_shared.context import request_id_var
@@ -296,6 +297,19 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+async def _client_disconnected(_: Request, exc: Exception) -> JSONResponse:
+    # The client (or the gateway in front, killed mid-upload) went away before the body
+    # was read: its transaction rolls back, nobody reads this answer, and it is no
+    # server error (it must not show as a 500 in the logs and metrics).
+    _log.info("client disconnected before its request body was read")
+    return problem(
+        400,
+        "client_disconnected",
+        "Client disconnected",
+        "The request body ended before it was complete: nothing was done with it.",
+    )
+
+
 def unexpected_error_response(exc: BaseException) -> JSONResponse:
     """The answer to an error no handler knows: 503 if the database is gone, else 500.
 
@@ -318,6 +332,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _db_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     # Raised raw by the driver when the server is down before SQLAlchemy can wrap them.
     for exc_class in _CONNECTION_ERRORS:
         app.add_exception_handler(exc_class, _database_unavailable)
