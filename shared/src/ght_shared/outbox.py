@@ -150,6 +150,9 @@ class OutboxRelay:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.warning("outbox relay lost its database, retrying: %s", exc)
                 await self._sleep(1.0)
+            except Exception:  # anything else must not end the relay for good, silently
+                _log.exception("outbox relay failed, restarting it")
+                await self._sleep(1.0)
             finally:
                 self.is_leader = False
                 if conn is not None:
