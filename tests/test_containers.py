@@ -24,6 +24,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from pydantic import BaseModel
 
+from ght_gateway.settings import Settings as GatewaySettings
+
 ROOT = Path(__file__).parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 NATS_CONF = ROOT / "deploy" / "nats" / "nats.conf"
@@ -593,3 +595,19 @@ def test_the_nats_cluster_has_three_servers_routed_to_one_another():
     routes = set(re.findall(r"nats://([\w-]+)\.([\w-]+):6222", conf))
     name, service = statefulset["metadata"]["name"], statefulset["spec"]["serviceName"]
     assert routes == {(f"{name}-{i}", service) for i in range(replicas)}
+
+
+def test_the_gateway_is_scraped_on_its_metrics_port_which_is_never_public():
+    metrics_port = GatewaySettings().metrics_port  # docs/adr/0013-gateway-metrics-port.md
+    (deployment,) = [d for d in k8s_objects("Deployment") if d["metadata"]["name"] == "gateway"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == metrics_port
+    (container,) = pod_spec(deployment)["containers"]
+    assert {"name": "metrics", "containerPort": metrics_port} in container["ports"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["GATEWAY_METRICS_HOST"] == "0.0.0.0"
+    (service,) = [s for s in k8s_objects("Service") if s["metadata"]["name"] == "gateway"]
+    assert [port["port"] for port in service["spec"]["ports"]] == [APP_PORT]
+    gateway = compose_services()["gateway"]
+    assert [int(port) for port in gateway["expose"]] == [metrics_port]
+    assert gateway["environment"]["GATEWAY_METRICS_HOST"] == "0.0.0.0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -26,7 +27,9 @@ DEPLOYABLES = {
 async def test_each_deployable_migrates_starts_and_reports_ready(package, make_settings):
     settings_cls = importlib.import_module(f"{package}.settings").Settings
     create_app = importlib.import_module(f"{package}.main").create_app
-    settings = await make_settings(settings_cls, DEPLOYABLES[package] / "alembic.ini")
+    # A free metrics port for the gateway (the others serve /metrics on their own port).
+    extra = {"metrics_port": 0} if package == "ght_gateway" else {}
+    settings = await make_settings(settings_cls, DEPLOYABLES[package] / "alembic.ini", **extra)
 
     engine = create_async_engine(settings.database_url)
     async with engine.connect() as conn:
@@ -34,7 +37,8 @@ async def test_each_deployable_migrates_starts_and_reports_ready(package, make_s
     await engine.dispose()
     assert tables >= INFRA_TABLES
 
-    async with running_app(create_app(settings)) as client:
+    app = create_app(settings)
+    async with running_app(app) as client:
         assert (await client.get("/health/live")).json() == {"status": "ok"}
 
         async def ready() -> bool:
@@ -43,7 +47,13 @@ async def test_each_deployable_migrates_starts_and_reports_ready(package, make_s
         await wait_for(ready)
         body = (await client.get("/health/ready")).json()
         assert body["checks"] == {"database": "ok", "nats": "ok"}
-        metrics = await client.get("/metrics")
+        if package == "ght_gateway":  # the public door: metrics on a port of their own
+            assert (await client.get("/metrics")).status_code == 404
+            async with httpx.AsyncClient(trust_env=False) as scraper:
+                url = f"http://127.0.0.1:{app.state.metrics_port}/metrics"
+                metrics = await scraper.get(url)
+        else:
+            metrics = await client.get("/metrics")
         assert metrics.status_code == 200
         assert 'ght_http_requests_total{method="GET",route="/health/ready",status="200"}' in (
             metrics.text

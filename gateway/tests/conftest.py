@@ -28,6 +28,7 @@ GATEWAY_TEST_SETTINGS: dict[str, Any] = {
     "demo": True,
     "demo_password": DEMO_PASSWORD,
     "jwt_public_key": None,  # the gateway verifies with its own keys
+    "metrics_port": 0,  # a free port: gateways of several tests run at once
 }
 
 gateway_settings, gateway_app, gateway = app_fixtures(

@@ -358,3 +358,17 @@ async def test_the_access_log_keys_a_request_by_the_gateways_id_and_keeps_the_ca
         )
     ).json()["items"]
     assert dropped["client_request_id"] is None  # not safe characters: not kept
+
+
+async def test_metrics_are_served_on_their_own_port_never_on_the_public_one(
+    gateway_app, gateway, admin
+):
+    public = await gateway.get("/metrics", headers=admin)
+    port = gateway_app.state.metrics_port
+    async with httpx.AsyncClient(trust_env=False) as scraper:
+        scraped = await scraper.get(f"http://127.0.0.1:{port}/metrics")
+
+    assert public.status_code == 404
+    assert public.headers["content-type"] == "application/problem+json"
+    assert scraped.status_code == 200
+    assert 'ght_service_info{service="gateway"} 1.0' in scraped.text

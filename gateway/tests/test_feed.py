@@ -184,6 +184,7 @@ class LiveGateway:
     registry: CollectorRegistry
     http: httpx.AsyncClient
     tokens: dict[str, str]
+    metrics_url: str
 
     def metric(self, name: str) -> float:
         return self.registry.get_sample_value(name) or 0.0
@@ -245,7 +246,9 @@ async def live(make_gateway_settings: Any) -> AsyncIterator[LiveGateway]:
                 )["access_token"]
                 for who in ROLES
             }
-            yield LiveGateway(port, server, feed, app.state.metrics.registry, http, tokens)
+            metrics_url = f"http://127.0.0.1:{app.state.metrics_port}/metrics"
+            registry = app.state.metrics.registry
+            yield LiveGateway(port, server, feed, registry, http, tokens, metrics_url)
     finally:
         # uvicorn waits for open responses before it stops: end the streams first.
         with contextlib.suppress(AttributeError):
@@ -281,7 +284,7 @@ async def test_an_event_committed_through_the_outbox_reaches_a_connected_client(
         assert cloud_event["establishment"] == CHU
         assert cloud_event["sequence"] == stored.sequence
         assert cloud_event["data"] == stored.data
-        metrics = (await live.http.get("/metrics")).text
+        metrics = (await live.http.get(live.metrics_url)).text
         assert "ght_feed_clients 1.0" in metrics
         assert "ght_feed_events_forwarded_total" in metrics
 
@@ -821,6 +824,7 @@ async def test_sigterm_stops_a_gateway_with_open_streams_promptly(
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_DEMO": "true",
         "GATEWAY_DEMO_PASSWORD": DEMO_PASSWORD,
+        "GATEWAY_METRICS_PORT": "0",
     }
     log = tmp_path / "gateway.log"
     with log.open("wb") as log_file:

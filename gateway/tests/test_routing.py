@@ -617,7 +617,9 @@ async def test_the_breaker_opens_after_repeated_failures_and_closes_once_the_ser
             # 200: the three routed reads, and the service's OpenAPI document that the
             # gateway read at its start for the scopes of the routes (scopes.py).
             assert outcomes == {"200": 3 + 1, "unreachable": 3, "circuit_open": 1}
-            scraped = (await client.get("/metrics")).text
+            metrics_url = f"http://127.0.0.1:{server.app.state.metrics_port}/metrics"
+            async with httpx.AsyncClient(trust_env=False) as scraper:
+                scraped = (await scraper.get(metrics_url)).text
             assert 'ght_upstream_breaker_state{upstream="beds"} 0.0' in scraped
     finally:
         service.stop()

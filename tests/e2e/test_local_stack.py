@@ -35,6 +35,7 @@ def _environment(data_dir: Path) -> dict[str, str]:
     env["GHT_NATS_PORT"] = str(free_port())
     for name in COMPONENTS:
         env[f"GHT_PORT_{name}"] = str(free_port())
+    env["GATEWAY_METRICS_PORT"] = str(free_port())
     return env
 
 
@@ -143,7 +144,11 @@ async def test_make_run_brings_every_component_to_ready_and_ctrl_c_stops_them_al
             ready = await client.get(f"{base}/health/ready")
             assert ready.status_code == 200, (name, ready.text)
             assert ready.json()["checks"] == {"database": "ok", "nats": "ok"}
-            assert (await client.get(f"{base}/metrics")).status_code == 200
+            metrics = f"{base}/metrics"
+            if name == "GATEWAY":  # the public door: metrics on a port of their own
+                assert (await client.get(metrics)).status_code == 404
+                metrics = f"http://127.0.0.1:{env['GATEWAY_METRICS_PORT']}/metrics"
+            assert (await client.get(metrics)).status_code == 200
 
     # The demo identities exist: a machine client gets a token and reaches every service
     # through the gateway.

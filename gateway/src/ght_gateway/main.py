@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -18,6 +22,20 @@ from ght_gateway.settings import Settings
 from ght_gateway.upstream import upstreams_lifespan
 from ght_shared.app import ServiceParts, create_service_app
 from ght_shared.auth import TokenVerifier
+from ght_shared.metrics import metrics_listener
+
+_log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def metrics_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """``/metrics`` on ``metrics_host:metrics_port``, never on the public port."""
+    settings: Settings = app.state.settings
+    registry = app.state.metrics.registry
+    with metrics_listener(registry, settings.metrics_host, settings.metrics_port) as port:
+        app.state.metrics_port = port
+        _log.info("metrics listening", extra={"host": settings.metrics_host, "port": port})
+        yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,12 +54,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 proxy.router,
             ),
             lifespans=(
+                metrics_lifespan,
                 identity_lifespan,
                 feed.feed_lifespan,
                 upstreams_lifespan,
                 route_scopes_lifespan,
             ),
             upload_paths=settings.upstream_import_prefixes,
+            public_metrics=False,
             request_observers=(record_access,),
             middleware=(
                 Middleware(

@@ -51,6 +51,15 @@ class Settings(ServiceSettings):
         " beside the gateway's own request id, never in its place.",
     )
 
+    # Metrics: never on the public port (docs/adr/0013-gateway-metrics-port.md).
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the metrics listener; 0.0.0.0 in a container.",
+    )
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of /metrics (0: any free port)."
+    )
+
     # Identity and tokens.
     public_url: str = "http://127.0.0.1:8000"
     access_token_ttl_s: int = Field(default=900, ge=60, le=3600)

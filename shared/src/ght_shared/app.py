@@ -69,6 +69,9 @@ class ServiceParts:
     """The service's own middleware, inside the request context (request id, body limit)."""
     request_observers: Sequence[RequestObserver] = ()
     """Called once per request with the status the client got and the duration (seconds)."""
+    public_metrics: bool = True
+    """Serve ``/metrics`` on the app itself; False where the app is public (the gateway
+    serves them on a port of its own, ``metrics_listener``)."""
     version: str = "0.1.0"
     extra_tags: Sequence[dict[str, str]] = field(default_factory=tuple)
 
@@ -272,7 +275,8 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
     app.state.token_verifier = TokenVerifier(settings)
     install_error_handlers(app)
     install_problem_openapi(app)
-    install_metrics(app, metrics)
+    if parts.public_metrics:
+        install_metrics(app, metrics)
     for middleware in reversed(parts.middleware):  # the first listed runs first
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(

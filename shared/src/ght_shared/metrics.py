@@ -5,6 +5,9 @@ Several apps share one test process, so nothing goes to the global registry.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -13,6 +16,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 from starlette.types import Scope
 
@@ -78,6 +82,23 @@ def route_label(scope: Scope) -> str:
     """The matched route template (never the raw path: unbounded cardinality)."""
     route = scope.get("route")
     return str(getattr(route, "path", "unmatched"))
+
+
+@contextmanager
+def metrics_listener(registry: CollectorRegistry, host: str, port: int) -> Iterator[int]:
+    """Serve ``registry`` on a port of its own (``http://host:port/metrics``) while inside.
+
+    For a process whose main port is public (the gateway): Prometheus scrapes a port the
+    outside never reaches. A thread of prometheus_client's; ``port`` 0 takes a free one.
+    Yields the port it listens on.
+    """
+    server, thread = start_http_server(port, host, registry)
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def install_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
