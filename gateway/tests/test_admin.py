@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -358,6 +359,83 @@ async def test_the_access_log_keys_a_request_by_the_gateways_id_and_keeps_the_ca
         )
     ).json()["items"]
     assert dropped["client_request_id"] is None  # not safe characters: not kept
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/clients/si-chu", {"rotate_secret": "yes"}),
+        ("/admin/clients/si-chu", {"active": "false"}),
+        ("/admin/users/cadre.chu", {"active": 0}),
+    ],
+)
+async def test_a_flag_is_a_json_boolean_not_text_to_coerce(gateway, admin, path, body):
+    # Found by the fuzzing run: "rotate_secret": "yes" rotated the secret.
+    response = await gateway.patch(path, json=body, headers=admin)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == next(iter(body))
+
+
+@pytest.mark.parametrize("path", ["/admin/users/a%00b", "/admin/clients/a%1Bb"])
+async def test_a_control_character_in_an_account_name_is_a_422_not_a_500(gateway, admin, path):
+    method = "GET" if "users" in path else "PATCH"
+    response = await gateway.request(method, path, headers=admin, json={"name": "x"})
+
+    assert response.status_code == 422, response.text
+
+
+async def test_a_control_character_in_a_path_is_logged_encoded_and_never_holds_the_log_back(
+    gateway, admin
+):
+    # Found by the fuzzing run: a NUL in a path made every later batch fail, for good.
+    odd = await gateway.get("/api/activity/org-units/a%00b%0A/history", headers=admin)
+    after = await gateway.get("/auth/me", headers=admin)
+
+    entries = {
+        item["request_id"]: item
+        for item in (await gateway.get("/admin/audit", headers=admin)).json()["items"]
+    }
+    assert (
+        entries[odd.headers["x-request-id"]]["path"] == "/api/activity/org-units/a%00b%0A/history"
+    )
+    assert after.headers["x-request-id"] in entries
+
+
+async def test_an_entry_the_database_refuses_is_dropped_and_counted_the_others_written(
+    gateway_app, gateway, admin
+):
+    writer = gateway_app.state.access_log
+    refused_before = writer.refused._value.get()
+    template = {"at": datetime.now(UTC), "method": "GET", "route": "/x", "duration_ms": 1.0}
+    writer.append({**template, "path": "/refused", "status": 2**40, "request_id": "refused"})
+    writer.append({**template, "path": "/kept", "status": 200, "request_id": "kept"})
+
+    audit = await gateway.get("/admin/audit", params={"path_prefix": "/kept"}, headers=admin)
+
+    assert audit.status_code == 200
+    assert [item["request_id"] for item in audit.json()["items"]] == ["kept"]
+    assert writer.refused._value.get() == refused_before + 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"principal": "a\x00b"},
+        {"path_prefix": "/\x00"},
+        {"request_id": "\x00"},
+        {"client_request_id": "x\x1by"},
+        {"since": "0.5"},
+        {"until": "1700000000"},
+    ],
+)
+async def test_audit_filters_refuse_control_characters_and_numbers_for_moments(
+    gateway, admin, params
+):
+    response = await gateway.get("/admin/audit", params=params, headers=admin)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == next(iter(params))
 
 
 async def test_metrics_are_served_on_their_own_port_never_on_the_public_one(

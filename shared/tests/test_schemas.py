@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import pytest
 from pydantic import ValidationError
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from ght_shared.schemas import PatchModel
+from ght_shared.schemas import UNPRINTABLE_RANGES, PatchModel, printable
 
 
 class NoteUpdate(PatchModel):
@@ -34,3 +38,32 @@ def test_null_for_any_other_field_is_refused_naming_the_field_and_the_rule() -> 
     assert (error["loc"], error["type"]) == (("title",), "not_nullable")
     assert error["msg"] == "title may not be null: leave it out to keep its value"
     assert "anyOf" not in NoteUpdate.model_json_schema()["properties"]["title"]
+
+
+def test_the_unprintable_ranges_are_this_python_s_control_format_and_surrogate_characters() -> None:
+    expected = [
+        code
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in ("Cc", "Cf", "Cs")
+    ]
+
+    written = [code for start, end in UNPRINTABLE_RANGES for code in range(start, end + 1)]
+
+    assert written == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["a\x00b", "a\rb", "\x1b[31m", "pay\u202egnp", "a\u200bb", "\ufeff"]
+)
+def test_a_control_or_format_character_is_refused_with_its_code_and_position(text: str) -> None:
+    with pytest.raises(PydanticCustomError) as refused:
+        printable(text)
+
+    first = next(i for i, char in enumerate(text) if unicodedata.category(char) in ("Cc", "Cf"))
+    assert refused.value.context == {"code": ord(text[first]), "position": first}
+
+
+def test_accents_emoji_and_other_scripts_are_printable() -> None:
+    text = "Hôpital Saint-Éloi, 病院 🏥 مستشفى"
+
+    assert printable(text) == text

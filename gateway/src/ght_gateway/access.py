@@ -5,18 +5,26 @@ task (one INSERT per batch), so logging costs a request no database round
 trip. The queue is bounded: if the database stays unreachable long enough to
 fill it, further entries are counted as dropped and logged as errors rather
 than letting the gateway's memory grow. Shutdown writes what is queued.
+
+A batch is retried while the database is away; a batch it refuses for its data (SQLSTATE
+class 22 or 23, which no retry heals) is written entry by entry, and an entry refused
+again is dropped and counted, so one odd request can never hold the log back. The path
+is stored with its control characters percent-encoded (PostgreSQL text holds no NUL,
+and a log line no forged newline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ght_gateway.models import AccessLogEntry
@@ -31,6 +39,21 @@ _log = logging.getLogger(__name__)
 # Probes, scrapes and the services' reading of the revocation list (every few seconds)
 # would drown the log; they have their own metrics.
 UNLOGGED_PATHS = ("/health/", "/metrics", "/auth/revocations")
+MAX_LOGGED_PATH = 2000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RETRY_PAUSE_S = 1.0
+
+
+def logged_path(path: str) -> str:
+    """``path`` as the log keeps it: control characters percent-encoded, then bounded."""
+    return _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", path)[:MAX_LOGGED_PATH]
+
+
+def refused_for_its_data(exc: Exception) -> bool:
+    """The database refused the statement's values (SQLSTATE class 22 or 23): a retry
+    would fail the same way."""
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    return isinstance(exc, DBAPIError) and sqlstate[:2] in ("22", "23")
 
 
 class AccessLogWriter:
@@ -50,6 +73,11 @@ class AccessLogWriter:
         self.dropped = Counter(
             "ght_access_log_dropped",
             "Access-log entries dropped because the queue was full.",
+            registry=metrics.registry,
+        )
+        self.refused = Counter(
+            "ght_access_log_refused",
+            "Access-log entries dropped because the database refused their values.",
             registry=metrics.registry,
         )
         self._task: asyncio.Task[None] | None = None
@@ -72,9 +100,11 @@ class AccessLogWriter:
                 await asyncio.wait_for(self._task, 10.0)
 
     async def flush(self) -> None:
-        """Write everything queued so far (tests, shutdown)."""
+        """Write everything queued so far (the audit route, tests, shutdown)."""
         while not self.queue.empty():
-            await self._write(self._take())
+            unwritten = await self._write_batch(self._take())
+            if unwritten:
+                raise RuntimeError(f"access log: {len(unwritten)} entries not written")
 
     def _take(self) -> list[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
@@ -90,15 +120,40 @@ class AccessLogWriter:
             while not self.queue.empty() or pending:
                 batch = pending or self._take()
                 try:
-                    await self._write(batch)
-                    pending = []
+                    pending = await self._write_batch(batch)
                 except Exception as exc:
-                    if self._stopping.is_set():
-                        _log.error("access log: %d entries not written: %s", len(batch), exc)
-                        return
                     _log.warning("access log write failed, retrying: %s", exc)
-                    pending = batch  # keep its order; retried after a pause
-                    await asyncio.sleep(1.0)
+                    pending = batch
+                if pending:
+                    if self._stopping.is_set():
+                        _log.error("access log: %d entries not written", len(pending))
+                        return
+                    await asyncio.sleep(_RETRY_PAUSE_S)  # keeps their order; retried
+
+    async def _write_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Writes ``batch`` in one INSERT; refused for its data, entry by entry, dropping
+        (and counting) the entries refused again. Returns the entries left unwritten
+        because the database failed otherwise (to retry)."""
+        try:
+            await self._write(batch)
+            return []
+        except Exception as exc:
+            if not refused_for_its_data(exc):
+                raise
+        for position, entry in enumerate(batch):
+            try:
+                await self._write([entry])
+            except Exception as exc:
+                if not refused_for_its_data(exc):
+                    _log.warning("access log write failed, retrying: %s", exc)
+                    return batch[position:]
+                self.refused.inc()
+                _log.error(
+                    "access log entry refused by the database, dropped: %s",
+                    getattr(exc, "orig", exc),
+                    extra={"request_id": entry.get("request_id"), "route": entry.get("route")},
+                )
+        return []
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         if batch:
@@ -125,7 +180,7 @@ def record_access(scope: Scope, status: int, duration_s: float) -> None:
             "principal": principal.sub if principal else None,
             "method": scope["method"],
             "route": route_label(scope),
-            "path": scope["path"][:2000],
+            "path": logged_path(scope["path"]),
             "status": status,
             "duration_ms": round(duration_s * 1000, 3),
             "request_id": request_id_var.get(),

@@ -28,7 +28,7 @@ from ght_gateway.tokens import revoke_user_logins
 from ght_shared.audit import record_audit
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Page, decode_cursor
-from ght_shared.schemas import Moment, PathKey
+from ght_shared.schemas import Moment, PathKey, Printable
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such account."}}
 
@@ -219,11 +219,11 @@ async def access_log(
     request: Request,
     _: AdminPrincipal,
     session: SessionDep,
-    principal: Annotated[str | None, Query(max_length=200)] = None,
-    path_prefix: Annotated[str | None, Query(max_length=500)] = None,
+    principal: Annotated[Printable | None, Query(max_length=200)] = None,
+    path_prefix: Annotated[Printable | None, Query(max_length=500)] = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
-    request_id: Annotated[str | None, Query(max_length=128)] = None,
-    client_request_id: Annotated[str | None, Query(max_length=128)] = None,
+    request_id: Annotated[Printable | None, Query(max_length=128)] = None,
+    client_request_id: Annotated[Printable | None, Query(max_length=128)] = None,
     since: Moment | None = None,
     until: Moment | None = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Entries per page.")] = 100,

@@ -53,6 +53,17 @@ from ght_shared.streams import STREAMS, ensure_stream, stream_for_subject
 _log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One event of the stream (OpenAPI 3.1: the schema of each event).",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "description": "The event's id, for Last-Event-ID."},
+        "event": {"type": "string", "description": "Its type, or a control event's name."},
+        "data": {"type": "string", "description": "Its CloudEvents JSON, on one line."},
+        "retry": {"type": "integer", "description": "Reconnection delay in ms."},
+    },
+}
 
 # JetStream side. A fetch waits this long for events. No idle heartbeats on it: with them
 # nats-py may hold an event until the next heartbeat (up to 0.5 s measured); instead an
@@ -732,7 +743,7 @@ def live_feed(request: Request) -> LiveFeed:
             "its type, `data:` its CloudEvents JSON. Control events: `reset` (the "
             "Last-Event-ID is unknown here: reload your views), `dropped` (the client read "
             "too slowly), `expired` (the token expired). Comment lines are heartbeats.",
-            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            "content": {EVENT_STREAM: {"schema": SSE_EVENT_SCHEMA}},
         },
         429: {"description": "The caller holds its maximum of streams (`too_many_streams`)."},
         503: {"description": "The gateway is shutting down or serves its maximum of streams."},

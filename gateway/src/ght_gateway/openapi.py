@@ -11,7 +11,7 @@
 - operations: ``operationId`` prefixed (``beds__ready_health_ready_get``), tags prefixed
   (``beds: health``), security replaced by the gateway's bearer token (what the gateway
   asks for; the same token reaches the service), and the gateway's own error answers
-  (401, 403, 429, 502, 503, 504) added where the service does not document them;
+  (400, 401, 403, 429, 502, 503, 504) added where the service does not document them;
 - a service that cannot be fetched is left out: it is named in ``x-unavailable`` and in
   ``info.description``; the document itself never fails.
 
@@ -59,6 +59,8 @@ _FAILURE_CACHE_S = 5.0
 _FETCH_TIMEOUT_S = 3.0
 
 _GATEWAY_ERRORS = {
+    "400": "The path cannot be routed: a `.` or `..` segment, or an encoded `.`, `/` or `\\` "
+    "(problem+json `unsafe_path`).",
     "401": "No valid bearer token (problem+json `unauthenticated`).",
     "403": "The token lacks the route's scope: one of its `x-required-scopes`, else "
     "`<service>:read` or `<service>:write` (problem+json `forbidden`).",

@@ -12,7 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from ght_gateway.roles import PERSON_ROLES
 from ght_shared.auth import TERRITORY, Role
 from ght_shared.identifiers import Finess, is_finess
-from ght_shared.schemas import PatchModel, ReadModel, StrictModel
+from ght_shared.schemas import Flag, PatchModel, ReadModel, StrictModel
 
 Username = Annotated[
     str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
@@ -96,7 +96,7 @@ class UserUpdate(PatchModel):
         | SkipJsonSchema[None]
     ) = None
     pole: PoleCode | None = None
-    active: bool | SkipJsonSchema[None] = None
+    active: Flag | SkipJsonSchema[None] = None
 
     @field_validator("roles")
     @classmethod
@@ -134,8 +134,8 @@ class ClientUpdate(PatchModel):
     be null."""
 
     name: Name | SkipJsonSchema[None] = None
-    active: bool | SkipJsonSchema[None] = None
-    rotate_secret: bool = False
+    active: Flag | SkipJsonSchema[None] = None
+    rotate_secret: Flag = False
 
 
 class ClientRead(ReadModel):

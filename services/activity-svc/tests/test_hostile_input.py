@@ -117,3 +117,58 @@ async def test_lax_input_is_refused_naming_the_field_and_the_rule(
     errors = [(e["field"], e["rule"]) for e in response.json()["errors"]]
     assert any(f.endswith(f".{field}") and r == rule for f, r in errors), errors
     assert await record_count(database) == 0
+
+
+@pytest.mark.parametrize("number", ["0.5", "1700000000", "-1"])
+async def test_a_number_is_not_a_moment_in_a_query(
+    activity: httpx.AsyncClient, auth: Any, number: str
+) -> None:
+    # Found by the fuzzing run: ?since=0.5 was read as half a second after 1970.
+    response = await activity.get("/alerts", params={"since": number}, headers=auth("admin"))
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "since"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/targets", {"indicator": "a\x00b"}),
+        ("/alerts", {"org_unit": "\x1b[31m"}),
+        ("/alert-rules", {"indicator": "\u202e"}),
+        ("/org-units/a%00b/history", {}),
+    ],
+)
+async def test_a_control_character_in_a_query_or_path_is_a_422(
+    activity: httpx.AsyncClient, auth: Any, path: str, params: dict[str, str]
+) -> None:
+    response = await activity.get(path, params=params, headers=auth("admin"))
+
+    assert response.status_code == 422, response.text
+
+
+async def test_a_file_name_with_a_nul_is_a_422_with_nothing_imported(
+    activity: httpx.AsyncClient, auth: Any, database: Database
+) -> None:
+    # Found by the fuzzing run: the NUL reached PostgreSQL, a 500.
+    response = await activity.post(
+        "/imports",
+        params={"filename": "acts\x00.csv"},
+        content=b"kind,source,source_id,finess,unit,date,code,amount\n",
+        headers={**auth("it_system", CHU), "Content-Type": "text/csv"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "filename"
+    assert await record_count(database) == 0
+
+
+@pytest.mark.parametrize("day", ["0", "1700000000", "0001-01-01"])
+async def test_a_number_or_an_edge_year_is_not_a_day_to_read_the_tree_at(
+    activity: httpx.AsyncClient, auth: Any, day: str
+) -> None:
+    # Found by the fuzzing run: ?at=0 read the tree as it was on 1 January 1970.
+    response = await activity.get("/org-units", params={"at": day}, headers=auth("admin"))
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "at"

@@ -609,3 +609,25 @@ async def test_an_ndjson_line_with_a_nul_is_a_rejected_row_not_a_failure(
     assert [(r["line"], r["field"]) for r in rejections] == [(2, "source_id")]
     assert "NUL" in rejections[0]["reason"]
     assert await record_count(database) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("source_id", "S\x1b[31m2", "must not contain control or format characters"),
+        ("source_id", "S\u202e2", "must not contain control or format characters"),
+        ("source", "pmsi\r\nchu", "must not contain control or format characters"),
+        ("unit", "99\x1b[2J" + "9" * 500, "must be a UF code (1 to 12 letters or digits)"),
+    ],
+)
+async def test_an_imported_row_with_control_characters_is_rejected_and_never_quoted(
+    activity: httpx.AsyncClient, auth: Any, database: Database, field: str, value: str, reason: str
+) -> None:
+    body = b"\n".join([orjson.dumps(stay("S1")), orjson.dumps({**stay("S2"), field: value})])
+    response = await import_file(
+        activity, auth("it_system", CHU), body, "application/x-ndjson", on_error="skip_row"
+    )
+    assert response.status_code == 201, response.text
+    rejections = response.json()["rejections"]
+    assert [(r["line"], r["field"], r["reason"]) for r in rejections] == [(2, field, reason)]
+    assert await record_count(database) == 1

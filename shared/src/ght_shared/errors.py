@@ -149,6 +149,26 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
 
 
+def without_null_alternative(errors: Sequence[Any]) -> list[Any]:
+    """A field typed ``X | None`` given a wrong value fails both alternatives, and pydantic
+    reports one error per alternative with its tag in the location (``active.bool``,
+    ``active.none``): keep X's, at the field's own location."""
+    nullable = {
+        tuple(err["loc"][:-1])
+        for err in errors
+        if err.get("type") == "none_required" and err.get("loc") and err["loc"][-1] == "none"
+    }
+    kept = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        prefix = next((p for p in nullable if loc[: len(p)] == p and len(loc) > len(p)), None)
+        if prefix is None:
+            kept.append(err)
+        elif err.get("type") != "none_required":
+            kept.append({**err, "loc": prefix + loc[len(prefix) + 1 :]})
+    return kept
+
+
 def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Turn pydantic errors into ``{field, rule, message}`` entries a person can act on
     (the first :data:`MAX_REPORTED_ERRORS`, each bounded; never the input itself)."""
@@ -186,7 +206,7 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    every = exc.errors()
+    every = without_null_alternative(exc.errors())
     errors = validation_errors(every)
     fields = sorted({e["field"] for e in errors})
     named = ", ".join(fields[:10]) + (f" and {len(fields) - 10} more" if len(fields) > 10 else "")

@@ -42,6 +42,7 @@ from activity_svc.settings import Settings
 from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep, database_of
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
+from ght_shared.schemas import Printable
 
 router = APIRouter(tags=["ingestion"], responses=AUTH_RESPONSES)
 
@@ -117,7 +118,7 @@ async def post_import(
     response: Response,
     principal: Writer,
     on_error: OnErrorQuery = OnError.REJECT_FILE,
-    filename: Annotated[str | None, Query(max_length=200)] = None,
+    filename: Annotated[Printable | None, Query(max_length=200)] = None,
 ) -> ImportReport:
     """The body is the file itself, streamed into PostgreSQL as it arrives.
 

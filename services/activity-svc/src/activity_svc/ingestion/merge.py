@@ -35,6 +35,7 @@ import orjson
 
 from activity_svc.catalogue import MEASURES
 from activity_svc.ingestion.fields import FIELDS, KINDS, MAX_TEXT
+from ght_shared.schemas import UNPRINTABLE_SQL
 
 STAGING_TABLE = "import_staging"
 SHARED_STAGING_PREFIX = "import_staging_"
@@ -141,14 +142,20 @@ _ESTABLISHMENT = (
     "(SELECT e.code FROM org_unit e WHERE e.code = {finess} AND e.kind = 'establishment')"
 )
 
+# As the JSON records' ``Printable`` text says it (a value is never quoted in a reason
+# unless its format is checked: a rejection is shown, logged and exported as it is).
+_UNPRINTABLE_REASON = "must not contain control or format characters"
+
 _FORMAT_RULES = f"""
 CASE
     WHEN n.parse_error IS NOT NULL THEN n.parse_error
     WHEN n.kind IS NULL THEN 'kind:is required'
     WHEN n.source IS NULL THEN 'source:is required'
     WHEN length(n.source) > {MAX_TEXT} THEN 'source:is longer than {MAX_TEXT} characters'
+    WHEN n.source ~ '{UNPRINTABLE_SQL}' THEN 'source:{_UNPRINTABLE_REASON}'
     WHEN n.source_id IS NULL THEN 'source_id:is required'
     WHEN length(n.source_id) > {MAX_TEXT} THEN 'source_id:is longer than {MAX_TEXT} characters'
+    WHEN n.source_id ~ '{UNPRINTABLE_SQL}' THEN 'source_id:{_UNPRINTABLE_REASON}'
     WHEN u.code IS NULL THEN CASE
         WHEN n.finess IS NULL THEN 'finess:is required'
         WHEN n.finess !~ '^([0-9]{{2}}|2[AB])[0-9]{{7}}$'
@@ -156,6 +163,8 @@ CASE
         WHEN {_ESTABLISHMENT.format(finess="n.finess")} IS NULL
             THEN 'finess:' || n.finess || ' is not an establishment of the territory'
         WHEN n.unit IS NULL THEN 'unit:is required (the UF code)'
+        WHEN n.unit !~ '^[A-Za-z0-9]{{1,12}}$'
+            THEN 'unit:must be a UF code (1 to 12 letters or digits)'
         ELSE 'unit:UF ' || n.unit || ' is unknown in establishment ' || n.finess END
     ELSE CASE n.kind
     WHEN 'stay' THEN CASE

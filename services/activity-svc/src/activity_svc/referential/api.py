@@ -35,6 +35,7 @@ from activity_svc.referential.tree import capacity_on, today
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
+from ght_shared.schemas import IsoDate
 
 router = APIRouter(
     prefix="/org-units",
@@ -61,7 +62,7 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 CodePath = Annotated[str, Path(pattern=CODE_PATTERN, description="The org unit's code.")]
 AtQuery = Annotated[
-    date | None,
+    IsoDate | None,
     Query(description="The day to read the tree as it was (YYYY-MM-DD); default today."),
 ]
 

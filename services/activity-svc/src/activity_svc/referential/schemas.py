@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from activity_svc.models import OrgUnitKind
 from ght_shared.payloads.referential import ORG_UNIT_CODE_PATTERN
-from ght_shared.schemas import StrictModel
+from ght_shared.schemas import IsoDate, StrictModel
 
 CODE_PATTERN = ORG_UNIT_CODE_PATTERN
 """An org unit's code: letters, digits, ``.``, ``_``, ``-``; 1 to 40 characters (the code
@@ -70,7 +70,7 @@ class OrgUnitWrite(StrictModel):
         description="Installed beds of a unit from valid_from; omitted: unchanged.",
     )
     active: Flag = True
-    valid_from: date | None = Field(
+    valid_from: IsoDate | None = Field(
         default=None,
         description="First day of this version (default: today). A move or a rename"
         " closes the current version the day before; history is never rewritten.",

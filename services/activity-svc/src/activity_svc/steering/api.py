@@ -29,7 +29,7 @@ from activity_svc.steering.targets import TargetChange
 from ght_shared.auth import readable_by
 from ght_shared.db import SessionDep
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
-from ght_shared.schemas import MAX_KEY, Moment, PathKey
+from ght_shared.schemas import MAX_KEY, Moment, PathKey, Printable
 
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {
@@ -57,8 +57,8 @@ PathYear = Annotated[int, Path(ge=targets.FIRST_YEAR, le=targets.LAST_YEAR)]
 async def list_targets(
     principal: Reader,
     session: SessionDep,
-    indicator: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
-    org_unit: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
+    indicator: Annotated[Printable | None, Query(max_length=MAX_KEY)] = None,
+    org_unit: Annotated[Printable | None, Query(max_length=MAX_KEY)] = None,
     year: Year | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -203,8 +203,8 @@ async def create_alert_rule(
 async def list_alert_rules(
     principal: Reader,
     session: SessionDep,
-    org_unit: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
-    indicator: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
+    org_unit: Annotated[Printable | None, Query(max_length=MAX_KEY)] = None,
+    indicator: Annotated[Printable | None, Query(max_length=MAX_KEY)] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[AlertRuleRead]:
@@ -257,10 +257,10 @@ async def list_alerts(
     principal: Reader,
     session: SessionDep,
     org_unit: Annotated[
-        str | None,
+        Printable | None,
         Query(max_length=MAX_KEY, description="This org unit and every org unit below it."),
     ] = None,
-    indicator: Annotated[str | None, Query(max_length=MAX_KEY)] = None,
+    indicator: Annotated[Printable | None, Query(max_length=MAX_KEY)] = None,
     status: AlertStatus | None = None,
     since: Annotated[Moment | None, Query(description="Raised at or after.")] = None,
     limit: Limit = 100,
