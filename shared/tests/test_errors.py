@@ -294,7 +294,10 @@ async def test_a_route_with_its_own_body_limit_accepts_more_than_the_default_up_
 ):
     settings = await make_settings(_Settings)
     parts = ServiceParts(
-        title="t", routers=[router, batch_router], body_limits={"/batches": 4 * 1_048_576}
+        title="t",
+        routers=[router, batch_router],
+        body_limits={"/batches": 4 * 1_048_576},
+        json_value_limits={"/batches": 1_000_000},
     )
     async with running_app(create_service_app(settings, parts)) as client:
         batch = [VALID_BED] * 30_000  # about 1.7 MB of JSON: above the default 1 MiB
@@ -305,6 +308,43 @@ async def test_a_route_with_its_own_body_limit_accepts_more_than_the_default_up_
         assert _problem(too_large, 413, "payload_too_large")["limit"] == 4 * 1_048_576
         elsewhere = await client.post("/beds", json={**VALID_BED, "label": "x" * 2_000_000})
         assert _problem(elsewhere, 413, "payload_too_large")["limit"] == 1_048_576
+
+
+async def test_a_json_body_of_many_small_values_is_413_before_it_is_parsed(make_settings):
+    """1 MB of [{},{},...] parses into 330 000 objects (tens of MB) before any list bound
+    is checked: the values are counted as the body arrives, wherever its chunks fall."""
+    settings = (await make_settings(_Settings)).model_copy(update={"max_json_values": 1_000})
+    parts = ServiceParts(
+        title="t",
+        routers=[router, batch_router, uploads],
+        json_value_limits={"/batches": 3_000},
+        upload_paths=["/uploads"],
+    )
+    empties = b"[" + b",".join([b"{}"] * 1_500) + b"]"
+
+    async def in_chunks(body: bytes, every: int) -> AsyncIterator[bytes]:
+        for at in range(0, len(body), every):
+            yield body[at : at + every]
+
+    async with running_app(create_service_app(settings, parts)) as client:
+        for content_type in ("application/json", "application/merge-patch+json", None):
+            headers = {"content-type": content_type} if content_type else {}
+            refused = await client.post("/beds", content=empties, headers=headers)
+            assert _problem(refused, 413, "too_many_json_values")["limit"] == 1_000
+        streamed = await client.post(
+            "/beds", content=in_chunks(empties, 7), headers={"content-type": "application/json"}
+        )
+        assert _problem(streamed, 413, "too_many_json_values")["limit"] == 1_000
+        small = await client.post("/beds", json=VALID_BED)
+        assert small.status_code != 413, small.text
+        batch = await client.post("/batches", json=[VALID_BED] * 500)  # about 2 000 values
+        assert batch.json() == {"received": 500}
+        too_many = await client.post("/batches", json=[VALID_BED] * 1_000)
+        assert _problem(too_many, 413, "too_many_json_values")["limit"] == 3_000
+        not_json = await client.post(
+            "/uploads", content=empties, headers={"content-type": "application/x-ndjson"}
+        )
+        assert not_json.json() == {"size": len(empties)}
 
 
 uploads = APIRouter()

@@ -24,7 +24,9 @@ EDGE_MOMENTS = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
 async def test_a_batch_of_empty_records_is_refused_in_a_small_answer(
     activity: httpx.AsyncClient, auth: Any
 ) -> None:
-    body = b'{"records":[' + b",".join([b"{}"] * 300_000) + b"]}"
+    # 150 000 items (300 000 JSON values, under the route's 400 000): refused by the
+    # batch's length before any item is validated, in a small answer.
+    body = b'{"records":[' + b",".join([b"{}"] * 150_000) + b"]}"
     response = await activity.post(
         "/records",
         content=body,
@@ -34,6 +36,24 @@ async def test_a_batch_of_empty_records_is_refused_in_a_small_answer(
     assert response.status_code == 422
     assert len(response.content) < 4_096
     assert response.json()["errors"][0]["rule"] == "too_long"
+
+
+async def test_a_batch_of_a_million_empty_records_is_413_before_it_is_parsed(
+    activity: httpx.AsyncClient, auth: Any, database: Database
+) -> None:
+    # 3 MB, well within the body limit of /records (32 MB), but a million objects once
+    # parsed: the values are counted as the body arrives.
+    body = b'{"records":[' + b",".join([b"{}"] * 1_000_000) + b"]}"
+    response = await activity.post(
+        "/records",
+        content=body,
+        headers={**auth("it_system", CHU), "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413, response.text[:500]
+    problem = response.json()
+    assert (problem["code"], problem["limit"]) == ("too_many_json_values", 400_000)
+    assert await record_count(database) == 0
 
 
 async def test_a_full_batch_of_bad_records_reports_the_first_errors_and_their_count(

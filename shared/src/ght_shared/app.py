@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ght_shared import health
@@ -62,6 +63,9 @@ class ServiceParts:
     """Path prefixes accepting large bodies (file imports), up to ``max_upload_bytes``."""
     body_limits: Mapping[str, int] = field(default_factory=dict)
     """Path prefix -> body limit in bytes, for routes between the two (large JSON batches)."""
+    json_value_limits: Mapping[str, int] = field(default_factory=dict)
+    """Path prefix -> most JSON values a body may hold, where ``max_json_values`` is too
+    few (large JSON batches)."""
     lifespans: Sequence[Callable[[FastAPI], AbstractAsyncContextManager[None]]] = ()
     """Extra resources of the service, entered in order once the runtime is up."""
     consumers: Sequence[ConsumerSpec] = ()
@@ -94,6 +98,31 @@ class BodyTooLarge(Exception):
     pass
 
 
+def _parsed_as_json(content_type: bytes) -> bool:
+    """Whether FastAPI reads a body of this type as JSON: no type, ``application/json``
+    or ``application/*+json`` (``application/x-ndjson`` is read line by line)."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return (
+        not media
+        or media == b"application/json"
+        or (media.startswith(b"application/") and media.endswith(b"+json"))
+    )
+
+
+def _json_values(chunk: bytes) -> int:
+    """An upper bound of the JSON values and members that start in ``chunk``: every one
+    but the first follows a comma or opens an array or object (commas inside strings make
+    it an over-estimate). Counted at C speed, as the body arrives, before it is parsed."""
+    return chunk.count(b",") + chunk.count(b"[") + chunk.count(b"{")
+
+
+def _by_prefix(path: str, limits: Mapping[str, int], default: int) -> int:
+    for prefix, limit in limits.items():
+        if path.startswith(prefix):
+            return limit
+    return default
+
+
 class RequestContextMiddleware:
     """Per request: id and trace context, body size limit, metrics, access log, last-resort errors.
 
@@ -110,6 +139,8 @@ class RequestContextMiddleware:
         observers: Sequence[RequestObserver] = (),
         body_limits: Mapping[str, int] | None = None,
         trust_request_id: bool = True,
+        max_json_values: int | None = None,
+        json_value_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.trust_request_id = trust_request_id
@@ -119,14 +150,24 @@ class RequestContextMiddleware:
         self.upload_paths = tuple(upload_paths)
         self.body_limits = dict(body_limits or {})
         self.observers = tuple(observers)
+        self.max_json_values = max_json_values
+        self.json_value_limits = dict(json_value_limits or {})
+
+    def _is_upload(self, path: str) -> bool:
+        return bool(self.upload_paths) and path.startswith(self.upload_paths)
 
     def _body_limit(self, path: str) -> int:
-        for prefix, limit in self.body_limits.items():
-            if path.startswith(prefix):
-                return limit
-        if self.upload_paths and path.startswith(self.upload_paths):
-            return self.max_upload_bytes
-        return self.max_body_bytes
+        default = self.max_upload_bytes if self._is_upload(path) else self.max_body_bytes
+        return _by_prefix(path, self.body_limits, default)
+
+    def _json_value_limit(self, path: str, headers: Mapping[bytes, bytes]) -> int | None:
+        """The most JSON values the body may hold; None where it is not parsed here as a
+        whole (an upload is streamed, a CSV or NDJSON body is read line by line)."""
+        if self.max_json_values is None or self._is_upload(path):
+            return None
+        if not _parsed_as_json(headers.get(b"content-type", b"")):
+            return None
+        return _by_prefix(path, self.json_value_limits, self.max_json_values)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -148,6 +189,8 @@ class RequestContextMiddleware:
         response_started = False
         limit = self._body_limit(scope["path"])
         received = 0
+        value_limit = self._json_value_limit(scope["path"], headers)
+        values = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -163,34 +206,56 @@ class RequestContextMiddleware:
 
         refused = False
 
-        async def refuse_too_large() -> None:
+        async def refuse(response: Response) -> None:
             nonlocal refused
-            response = problem(
+            await response(scope, receive, send_with_id)
+            refused = True
+
+        def too_large() -> Response:
+            return problem(
                 413,
                 "payload_too_large",
                 "Payload too large",
                 f"The request body exceeds the limit of {limit} bytes.",
                 limit=limit,
             )
-            await response(scope, receive, send_with_id)
-            refused = True
+
+        def too_many_values() -> Response:
+            return problem(
+                413,
+                "too_many_json_values",
+                "Payload too large",
+                f"The JSON body holds more than {value_limit} values (counted as its commas,"
+                " brackets and braces), the limit of this route.",
+                limit=value_limit,
+            )
 
         async def receive_limited() -> Message:
-            nonlocal received
+            nonlocal received, values
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
+                body = message.get("body", b"")
+                received += len(body)
+                if value_limit is not None:
+                    values += _json_values(body)
+                refusal = (
+                    too_large()
+                    if received > limit
+                    else too_many_values()
+                    if value_limit is not None and values > value_limit
+                    else None
+                )
+                if refusal is not None:
                     # Answer now: the app may turn the error below into its own 400.
                     if not response_started:
-                        await refuse_too_large()
+                        await refuse(refusal)
                     raise BodyTooLarge
             return message
 
         try:
             declared = headers.get(b"content-length", b"")
             if declared.isdigit() and int(declared) > limit:
-                await refuse_too_large()
+                await refuse(too_large())
             else:
                 await self.app(scope, receive_limited, send_with_id)
         except BodyTooLarge:
@@ -288,6 +353,8 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
         body_limits=parts.body_limits,
         observers=parts.request_observers,
         trust_request_id=settings.trust_request_id,
+        max_json_values=settings.max_json_values,
+        json_value_limits=parts.json_value_limits,
     )
     app.include_router(health.router)
     for router in parts.routers:

@@ -41,6 +41,13 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request body limit.")
+    max_json_values: int = Field(
+        default=100_000,
+        ge=100,
+        description="Most values a JSON body may hold (its commas, brackets and braces),"
+        " counted as it arrives: what parsing it costs in memory is bounded before it is"
+        " parsed (1 MB of [{},{},...] is 330 000 objects).",
+    )
     max_upload_bytes: int = Field(
         default=512 * 1_048_576, ge=1024, description="Body limit of the upload routes."
     )

@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             owned_streams=(STREAM,),
             upload_paths=("/imports",),
             body_limits={"/records": settings.records_body_bytes},
+            json_value_limits={"/records": settings.records_json_values},
             consumers=CONSUMERS,
             lifespans=(recover_interrupted_imports,),
         ),

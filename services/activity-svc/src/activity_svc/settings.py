@@ -28,6 +28,12 @@ class Settings(ServiceSettings):
     records_body_bytes: int = Field(
         default=32 * 1_048_576, ge=1024, description="Body limit of POST /records."
     )
+    records_json_values: int = Field(
+        default=400_000,
+        ge=100,
+        description="Most JSON values of a POST /records body: 10 000 records of some twenty"
+        " fields each, with room for commas in text (parsing 400 000 values costs tens of MB).",
+    )
     import_statement_timeout_s: float = Field(
         default=1800.0, gt=0, description="How long the merge of one import may take."
     )
