@@ -38,6 +38,7 @@ from ght_gateway.upstream import (
 )
 from ght_shared.auth import SERVICES, Principal, ensure_scope
 from ght_shared.errors import InvalidInput
+from ght_shared.queries import forwards_query
 
 _log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ class ProxiedResponse(Response):
     methods=PROXY_METHODS,
     include_in_schema=False,  # the services' own paths are in the merged document (openapi.py)
 )
+@forwards_query  # the service checks its own parameters
 async def route_to_service(
     request: Request, service: str, _: Annotated[Principal, Depends(_authorised)]
 ) -> Response:

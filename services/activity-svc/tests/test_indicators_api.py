@@ -379,6 +379,104 @@ async def test_drill_down_refuses_a_forged_cursor_and_another_establishment(
     assert response.status_code == 422 and "limit" in str(_problem_fields(response))
 
 
+def _act(source_id: str, day: date, code: str, coded: bool) -> dict[str, Any]:
+    return {
+        **_stay(source_id, "CHU-2101", "2101", day, "full"),
+        "source": "actes",
+        "kind": "outpatient_act",
+        "admitted_at": None,
+        "discharged_at": None,
+        "drg": None,
+        "severity": None,
+        "mode": None,
+        "stay_days": None,
+        "code": code,
+        "code_system": "CCAM",
+        "coded": coded,
+        "coded_on": day if coded else None,
+        "amount": 25,
+    }
+
+
+async def _drill(
+    activity: httpx.AsyncClient, auth: Headers, indicator: str, **params: str
+) -> httpx.Response:
+    return await activity.get(
+        f"/indicators/{indicator}/records",
+        params={"org_unit": "CHU-MED", "period": "2024-03", **params},
+        headers=auth("pole_manager", CHU),
+    )
+
+
+def _ids(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [r["source_id"] for r in response.json()["items"]]
+
+
+async def test_drill_down_filters_by_what_the_records_carry_and_lists_each_side_of_a_ratio(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    acts = [
+        _act("a1", date(2024, 3, 4), "ZBQK002", coded=True),
+        _act("a2", date(2024, 3, 5), "ZBQK002", coded=False),
+        _act("a3", date(2024, 3, 6), "ACQK001", coded=False),
+    ]
+    stays = [
+        {**_stay("s1", "CHU-2101", "2101", date(2024, 3, 2), "full"), "severity": 3},
+        {**_stay("s2", "CHU-2101", "2101", date(2024, 3, 3), "full"), "drg": "05M093"},
+        {**_stay("s3", "CHU-2101", "2101", date(2024, 3, 4), "full"), "drg": "04M051"},
+        {**_stay("s4", "CHU-2101", "2101", date(2024, 3, 5), "ambulatory"), "source": "hdj"},
+    ]
+    async with database.transaction() as session:
+        await session.execute(insert(ActivityRecord), acts + stays)
+
+    completeness = "coding_completeness_rate"
+    assert _ids(await _drill(activity, auth, completeness)) == ["a1", "a2", "a3"]
+    assert _ids(await _drill(activity, auth, completeness, coded="false")) == ["a2", "a3"]
+    assert _ids(await _drill(activity, auth, completeness, side="numerator")) == ["a1"]
+    assert _ids(await _drill(activity, auth, completeness, side="denominator")) == [
+        "a1",
+        "a2",
+        "a3",
+    ]
+    assert _ids(await _drill(activity, auth, "outpatient_acts", code="ZBQK002")) == ["a1", "a2"]
+    assert _ids(await _drill(activity, auth, "stays_full", drg="05M09")) == ["s1", "s2"]
+    assert _ids(await _drill(activity, auth, "stays_full", drg="05M093")) == ["s2"]
+    assert _ids(await _drill(activity, auth, "stays_full", severity="3")) == ["s1"]
+    assert _ids(await _drill(activity, auth, "severity_34_share", side="numerator")) == ["s1"]
+    assert _ids(await _drill(activity, auth, "stays_ambulatory", source="hdj")) == ["s4"]
+    assert _ids(await _drill(activity, auth, "stays_full", mode="ambulatory")) == []
+
+
+async def test_drill_down_refuses_an_unknown_filter_and_a_side_without_records(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    unknown = await _drill(activity, auth, "outpatient_acts", colour="blue", coded="false")
+    assert unknown.status_code == 422
+    assert [(e["field"], e["rule"]) for e in unknown.json()["errors"]] == [
+        ("colour", "unknown_parameter")
+    ]
+    for indicator, side in (("bed_occupancy_rate", "denominator"), ("stays_full", "denominator")):
+        refused = await _drill(activity, auth, indicator, side=side)
+        assert refused.status_code == 422 and _problem_fields(refused) == {"side"}
+    for params in ({"drg": "05X09"}, {"severity": "5"}, {"mode": "day"}, {"code": "zbqk"}):
+        bad = await _drill(activity, auth, "stays_full", **params)
+        assert bad.status_code == 422 and _problem_fields(bad) == set(params)
+
+
+async def test_drill_down_gives_times_in_local_time_with_their_offset(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    winter = _stay("s1", "CHU-2101", "2101", date(2024, 3, 2), "full")  # 00:00 UTC
+    async with database.transaction() as session:
+        await session.execute(insert(ActivityRecord), [winter])
+
+    record = (await _drill(activity, auth, "stays_full")).json()["items"][0]
+
+    assert record["admitted_at"] == "2024-03-02T01:00:00+01:00"
+    assert record["received_at"].endswith(("+01:00", "+02:00"))
+
+
 # --- overview -------------------------------------------------------------------------
 
 

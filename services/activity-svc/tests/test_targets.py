@@ -393,13 +393,16 @@ async def test_a_year_out_of_range_is_refused_on_every_route(
         _assert_problem(response, 422, "validation_failed", "year")
 
 
-async def test_an_org_unit_code_postgresql_cannot_hold_is_unknown(
+async def test_an_org_unit_code_with_a_control_character_is_refused_naming_it(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:
     response = await activity.put(
         _url(STAYS, "CHU%00IMG"), json={"value": 5}, headers=auth("admin")
     )
-    _assert_problem(response, 404, "org_unit_not_found")
+    problem = _assert_problem(response, 422, "validation_failed")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [
+        ("org_unit", "control_character")
+    ]
 
 
 async def test_a_year_that_is_not_a_number_or_a_forged_cursor_is_refused(

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
@@ -40,6 +40,7 @@ from ght_shared.messaging import NatsConnection
 from ght_shared.metrics import ServiceMetrics, install_metrics, route_label
 from ght_shared.openapi import install_problem_openapi
 from ght_shared.outbox import OutboxRelay
+from ght_shared.queries import refuse_unknown_query_parameters
 from ght_shared.settings import ServiceSettings
 from ght_shared.streams import STREAMS, ensure_stream
 
@@ -356,10 +357,11 @@ def create_service_app(settings: ServiceSettings, parts: ServiceParts) -> FastAP
         max_json_values=settings.max_json_values,
         json_value_limits=parts.json_value_limits,
     )
-    app.include_router(health.router)
+    strict_query = [Depends(refuse_unknown_query_parameters)]
+    app.include_router(health.router, dependencies=strict_query)
     for router in parts.routers:
         declare_route_scopes(router)
-        app.include_router(router)
+        app.include_router(router, dependencies=strict_query)
     return app
 
 

@@ -132,6 +132,7 @@ MEASURES: tuple[Measure, ...] = (
     ),
 )
 MEASURE_NAMES = frozenset(m.name for m in MEASURES)
+MEASURES_BY_NAME: dict[str, Measure] = {m.name: m for m in MEASURES}
 
 BED_DAYS = "bed_days"
 """Not a record measure: installed beds x days of the month, from ``unit_capacity``."""
@@ -140,6 +141,13 @@ BED_DAYS = "bed_days"
 class Direction(StrEnum):
     HIGHER_IS_BETTER = "higher_is_better"
     LOWER_IS_BETTER = "lower_is_better"
+
+
+class Side(StrEnum):
+    """One side of an indicator's ratio, for listing the records behind it."""
+
+    NUMERATOR = "numerator"
+    DENOMINATOR = "denominator"
 
 
 class Aggregation(StrEnum):
@@ -177,6 +185,21 @@ class Indicator:
     def measures(self) -> tuple[str, ...]:
         """Every measure (and ``bed_days``) the indicator reads."""
         return self.numerator + self.denominator
+
+    def records_sql(self, side: Side | None = None) -> str | None:
+        """SQL over a record ``{r}``: the records behind the value (``side`` None), or
+        those counted in one side of its ratio (both sides of a coding completeness: the
+        acts coded, every act). None when that side holds no record: a volume's
+        denominator, the bed days of an occupancy rate."""
+        if side is None:
+            return f"{{r}}.kind = '{self.record_kind}' AND ({self.record_filter})"
+        names = self.numerator if side is Side.NUMERATOR else self.denominator
+        if not names or BED_DAYS in names:
+            return None
+        return " OR ".join(
+            f"({{r}}.kind = '{m.kind}' AND ({m.condition}))"
+            for m in (MEASURES_BY_NAME[name] for name in names)
+        )
 
 
 _EXPENSES = tuple(f"expenses_title_{title}" for title in (1, 2, 3, 4))

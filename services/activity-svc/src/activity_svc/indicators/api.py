@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import Select, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
-from activity_svc.catalogue import INDICATORS, Indicator
+from activity_svc.catalogue import INDICATORS, Indicator, Side
 from activity_svc.errors import InvalidInput, OrgUnitNotFound
 from activity_svc.indicators.overview import activity_overview
 from activity_svc.indicators.schemas import (
@@ -36,6 +36,7 @@ from activity_svc.indicators.values import (
     first_of_month,
     months_between,
 )
+from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.lookups import indicator_of
 from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
 from activity_svc.referential.schemas import CODE_PATTERN
@@ -43,6 +44,7 @@ from activity_svc.referential.tree import today
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
+from ght_shared.schemas import Printable
 
 router = APIRouter(tags=["indicators"], responses=AUTH_RESPONSES)
 
@@ -246,15 +248,50 @@ async def indicator_records(
     org_unit: OrgUnitCode,
     period: Annotated[str, Query(max_length=7, description="The month, YYYY-MM.")],
     scope: ScopeQuery = Scope.AS_WAS,
+    side: Annotated[
+        Side | None,
+        Query(
+            description="One side of a ratio: the records its numerator counts (the acts"
+            " coded), or its denominator's (every act). Absent: the records behind the value."
+        ),
+    ] = None,
+    coded: Annotated[bool | None, Query(description="Outpatient acts coded or not.")] = None,
+    act_code: Annotated[
+        str | None,
+        Query(alias="code", pattern=r"^[A-Z0-9]{1,7}$", description="The CCAM or NGAP code."),
+    ] = None,
+    drg: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{2}[CKMZ][0-9]{2}[0-9A-Z]?$",
+            description="A GHM (05M092), or its root without the level (05M09).",
+        ),
+    ] = None,
+    severity: Annotated[int | None, Query(ge=1, le=4, description="Severity level.")] = None,
+    mode: Annotated[
+        Literal["full", "ambulatory"] | None, Query(description="A stay's mode.")
+    ] = None,
+    source: Annotated[
+        Printable | None, Query(min_length=1, max_length=MAX_TEXT, description="Sending system.")
+    ] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[RecordRead]:
-    """The records of the indicator's kind and filter, of the units below the org unit
-    that month (as it was, or in today's tree), ordered by their key (finess, source,
-    source_id)."""
+    """The records of the indicator's kind and filter (or of one side of its ratio), of
+    the units below the org unit that month (as it was, or in today's tree), with only
+    those matching every filter given, ordered by their key (finess, source, source_id).
+    Times are in the establishments' local time, with their offset."""
     indicator = indicator_of(code)
     month = parse_month(period, "period")
     after = decode_cursor(cursor, str, str, str) if cursor is not None else None
+    records = indicator.records_sql(side)
+    if records is None:
+        raise InvalidInput(
+            f"The {side} of {indicator.code} counts no record"
+            f" ({', '.join(indicator.denominator) or 'a volume has none'}).",
+            field="side",
+            rule="records_side",
+        )
     unit = await readable_org_unit(session, principal, org_unit)
     membership = select(OrgUnitMembership.unit).where(OrgUnitMembership.ancestor == unit.code)
     if scope is Scope.AS_WAS:
@@ -269,9 +306,9 @@ async def indicator_records(
         .where(
             ActivityRecord.unit.in_(membership),
             ActivityRecord.month == month,
-            ActivityRecord.kind == indicator.record_kind.value,
             # The catalogue's own SQL (never the request's).
-            text(indicator.record_filter.replace("{r}", ActivityRecord.__tablename__)),
+            text(f"({records.replace('{r}', ActivityRecord.__tablename__)})"),
+            *_record_filters(coded, act_code, drg, severity, mode, source),
         )
         .order_by(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id)
         .limit(limit + 1)
@@ -286,6 +323,33 @@ async def indicator_records(
         key=lambda r: (r.finess, r.source, r.source_id),
         read=RecordRead.model_validate,
     )
+
+
+def _record_filters(
+    coded: bool | None,
+    code: str | None,
+    drg: str | None,
+    severity: int | None,
+    mode: str | None,
+    source: str | None,
+) -> list[ColumnElement[bool]]:
+    """The drill-down's filters on what its records carry (a GHM root matches its levels)."""
+    conditions: list[ColumnElement[bool]] = []
+    if coded is not None:
+        conditions.append(ActivityRecord.coded.is_(coded))
+    if code is not None:
+        conditions.append(ActivityRecord.code == code)
+    if drg is not None:
+        conditions.append(
+            ActivityRecord.drg == drg if len(drg) == 6 else ActivityRecord.drg.startswith(drg)
+        )
+    if severity is not None:
+        conditions.append(ActivityRecord.severity == severity)
+    if mode is not None:
+        conditions.append(ActivityRecord.mode == mode)
+    if source is not None:
+        conditions.append(ActivityRecord.source == source)
+    return conditions
 
 
 @router.get(

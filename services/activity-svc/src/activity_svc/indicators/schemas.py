@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from activity_svc.catalogue import (
     BED_DAYS,
@@ -17,6 +18,7 @@ from activity_svc.catalogue import (
 )
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
+from activity_svc.referential.tree import LOCAL_TIME
 from ght_shared.schemas import ReadModel
 
 _DESCRIPTIONS = {m.name: m.description for m in MEASURES} | {
@@ -158,8 +160,20 @@ class Dashboard(BaseModel):
     children: list[OrgUnitFigures]
 
 
+def _local(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(LOCAL_TIME) if moment is not None else None
+
+
+LocalTime = Annotated[
+    datetime | None,
+    AfterValidator(_local),
+    Field(description="In the establishments' local time, with its offset."),
+]
+
+
 class RecordRead(ReadModel):
-    """An activity record behind an indicator's value (the columns its kind uses)."""
+    """An activity record behind an indicator's value (the columns its kind uses); its
+    times in the establishments' local time (``2026-03-02T09:15:00+01:00``)."""
 
     source: str
     source_id: str
@@ -169,8 +183,8 @@ class RecordRead(ReadModel):
     uf: str
     month: date
     occurred_on: date
-    admitted_at: datetime | None
-    discharged_at: datetime | None
+    admitted_at: LocalTime
+    discharged_at: LocalTime
     drg: str | None
     severity: int | None
     mode: str | None
@@ -183,7 +197,7 @@ class RecordRead(ReadModel):
     account: str | None
     amount: float | None
     import_id: uuid.UUID
-    received_at: datetime
+    received_at: Annotated[datetime, AfterValidator(_local)]
 
 
 class HeadlineFigure(BaseModel):
