@@ -16,7 +16,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS
+from activity_svc.indicators.values import add_months, first_of_month
 from activity_svc.models import ActivityRecord, Target, UnitMonth
+from activity_svc.referential.tree import today
 from ght_shared.db import Database
 from ght_shared.testing import Headers
 
@@ -521,3 +523,24 @@ async def test_the_overview_gives_an_establishment_its_own_figures_only(
         "/overview", params={"establishment": "123"}, headers=auth("direction", CHU)
     )
     assert response.status_code == 422
+
+
+async def test_a_month_to_come_is_refused_naming_the_field(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    coming = add_months(first_of_month(today()), 1).strftime("%Y-%m")
+    this = first_of_month(today()).strftime("%Y-%m")
+    headers = auth("direction", CHU)
+    asked = [
+        ("/dashboards/CHU-MED", {"period": coming}, "period"),
+        ("/indicators/stays_full/values", {"org_unit": "CHU-MED", "to": coming}, "to"),
+        ("/indicators/stays_full/values", {"org_unit": "CHU-MED", "from": coming}, "from"),
+        ("/indicators/stays_full/records", {"org_unit": "CHU-MED", "period": coming}, "period"),
+    ]
+    for path, params, field in asked:
+        response = await activity.get(path, params=params, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        assert [e["rule"] for e in response.json()["errors"]] == ["future_month"], path
+        assert _problem_fields(response) == {field}, path
+    current = await activity.get("/dashboards/CHU-MED", params={"period": this}, headers=headers)
+    assert current.status_code == 200, current.text

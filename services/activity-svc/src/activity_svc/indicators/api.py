@@ -66,7 +66,8 @@ ScopeQuery = Annotated[
 
 
 def parse_month(value: str, field: str) -> date:
-    """``YYYY-MM`` → the month's first day; 422 naming ``field`` otherwise."""
+    """``YYYY-MM`` → the month's first day; 422 naming ``field`` otherwise, or when the
+    month is still to come (rule ``future_month``)."""
     match = _MONTH.match(value.strip())
     if match is None or not 1 <= int(match[2]) <= 12 or not 1900 <= int(match[1]) <= 2999:
         raise InvalidInput(
@@ -74,7 +75,14 @@ def parse_month(value: str, field: str) -> date:
             field=field,
             rule="period",
         )
-    return date(int(match[1]), int(match[2]), 1)
+    month = date(int(match[1]), int(match[2]), 1)
+    if month > _this_month():
+        raise InvalidInput(
+            f"{field} {value.strip()} is a month to come: no figure exists for it yet.",
+            field=field,
+            rule="future_month",
+        )
+    return month
 
 
 def _this_month() -> date:
