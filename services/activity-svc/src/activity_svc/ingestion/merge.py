@@ -120,21 +120,37 @@ def _not_iso_datetime(value: str) -> str:
     )
 
 
+# Each typed field parsed once, before the rules: NULL when absent or not of its type
+# (the rules tell which). Parsing is most of what checking a row costs, and the rules,
+# the range checks and the stored columns read a field's value several times.
+_PARSED = {
+    "admitted_ts": f"""CASE WHEN n.kind = 'stay' AND NOT {_not_iso_datetime("n.admitted_at")}
+        THEN n.admitted_at::timestamptz END""",
+    "discharged_ts": f"""CASE WHEN n.kind = 'stay' AND NOT {_not_iso_datetime("n.discharged_at")}
+        THEN n.discharged_at::timestamptz END""",
+    "on_date": f"""CASE WHEN n.kind <> 'stay' AND NOT {_not_iso_date("n.date")}
+        THEN n.date::date END""",
+    "coded_on_date": f"""CASE WHEN n.kind = 'outpatient_act' AND NOT {_not_iso_date("n.coded_on")}
+        THEN n.coded_on::date END""",
+    # Digits, a point, a sign (no exponent, no NaN), parsed.
+    "amount_value": """CASE WHEN translate(n.amount, '0123456789.-', '') = ''
+        AND pg_input_is_valid(n.amount, 'numeric') THEN n.amount::numeric END""",
+}
+
 # The first rule a row breaks, as 'field:reason'; NULL when the row is valid so far. A
-# CASE stops at its first true branch, so a cast below its validity check is safe; and
-# the rules are branched by kind, so that a valid row is checked against its own only
-# (the cost of an import is mostly here: every row goes through every rule of its kind).
-# Digits, a point, a sign (no exponent, no NaN), parsed, at most 2 decimals, < 10^12.
+# CASE stops at its first true branch, and the rules are branched by kind, so that a
+# valid row is checked against its own only (every row goes through every rule of its
+# kind).
+# Parsed, at most 2 decimals, < 10^12.
 _AMOUNT_RULES = """
-        WHEN translate(n.amount, '0123456789.-', '') <> ''
-            OR NOT pg_input_is_valid(n.amount, 'numeric')
-            OR scale(n.amount::numeric) > 2 OR abs(n.amount::numeric) >= 1e12
+        WHEN (n.amount IS NOT NULL AND n.amount_value IS NULL)
+            OR scale(n.amount_value) > 2 OR abs(n.amount_value) >= 1e12
             THEN 'amount:is not an amount in euros with at most 2 decimals (e.g. 1234.56)'"""
 _NOT_NEGATIVE = """
-        WHEN n.amount::numeric < 0 THEN 'amount:must not be negative'"""
-_DATE_RULES = f"""
+        WHEN n.amount_value < 0 THEN 'amount:must not be negative'"""
+_DATE_RULES = """
         WHEN n.date IS NULL THEN 'date:is required'
-        WHEN {_not_iso_date("n.date")} THEN 'date:is not a date (YYYY-MM-DD)'"""
+        WHEN n.on_date IS NULL THEN 'date:is not a date (YYYY-MM-DD)'"""
 
 # The establishment of a FINESS; read for rejected rows only (a valid row's unit is in
 # its establishment).
@@ -169,16 +185,12 @@ CASE
     ELSE CASE n.kind
     WHEN 'stay' THEN CASE
         WHEN n.admitted_at IS NULL THEN 'admitted_at:is required for a stay'
-        WHEN {_not_iso_datetime("n.admitted_at")}
-            THEN 'admitted_at:is not an ISO 8601 date-time'
+        WHEN n.admitted_ts IS NULL THEN 'admitted_at:is not an ISO 8601 date-time'
         WHEN n.discharged_at IS NULL THEN 'discharged_at:is required for a stay'
-        WHEN {_not_iso_datetime("n.discharged_at")}
-            THEN 'discharged_at:is not an ISO 8601 date-time'
-        WHEN n.discharged_at::timestamptz < n.admitted_at::timestamptz
-            THEN 'discharged_at:is before admitted_at'
+        WHEN n.discharged_ts IS NULL THEN 'discharged_at:is not an ISO 8601 date-time'
+        WHEN n.discharged_ts < n.admitted_ts THEN 'discharged_at:is before admitted_at'
         WHEN n.mode IS NULL THEN 'mode:is required for a stay'
-        WHEN n.mode = 'ambulatory'
-            AND n.discharged_at::timestamptz::date <> n.admitted_at::timestamptz::date
+        WHEN n.mode = 'ambulatory' AND n.discharged_ts::date <> n.admitted_ts::date
             THEN 'discharged_at:an ambulatory stay ends on its admission day'
         WHEN n.mode <> 'full' AND n.mode <> 'ambulatory' THEN 'mode:must be full or ambulatory'
         WHEN n.drg IS NULL THEN 'drg:is required for a stay'
@@ -204,7 +216,7 @@ CASE
             THEN 'coded_on:is required when the act is coded'
         WHEN n.coded_on IS NOT NULL AND n.coded IN ('false', '0')
             THEN 'coded_on:is given for an act that is not coded'
-        WHEN n.coded_on IS NOT NULL AND {_not_iso_date("n.coded_on")}
+        WHEN n.coded_on IS NOT NULL AND n.coded_on_date IS NULL
             THEN 'coded_on:is not a date (YYYY-MM-DD)'
         {_AMOUNT_RULES}{_NOT_NEGATIVE}
         END
@@ -255,18 +267,18 @@ CASE
             || ' (it exists from ' || c.unit_since || ')'
     WHEN c.unit_closed @> c.occurred_on
         THEN 'unit:UF ' || c.uf || ' was closed on ' || c.occurred_on
-    WHEN c.kind = 'stay' AND c.admitted_at::timestamptz::date < DATE '{EARLIEST}'
+    WHEN c.admitted_ts::date < DATE '{EARLIEST}'
         THEN 'admitted_at:is out of range ({EARLIEST} to today)'
-    WHEN c.kind = 'outpatient_act' AND c.coded_on::date < c.occurred_on
-        THEN 'coded_on:is before the act was performed'
-    WHEN c.kind = 'outpatient_act' AND c.coded_on::date > current_date
+    WHEN c.coded_on_date < c.occurred_on THEN 'coded_on:is before the act was performed'
+    WHEN c.coded_on_date > current_date
         THEN 'coded_on:is in the future'
 END
 """
 
 
 def _normalised(source: str) -> str:
-    """Staging rows with blank fields as NULL and a French decimal comma accepted."""
+    """Staging rows with blank fields as NULL and a French decimal comma accepted, and
+    their typed fields parsed (:data:`_PARSED`)."""
     columns = []
     for name in FIELDS:
         value = f"nullif(btrim(s.{name}), '')"
@@ -277,7 +289,11 @@ def _normalised(source: str) -> str:
         elif name in ("code", "code_system", "drg"):
             value = f"upper({value})"
         columns.append(f"{value} AS {name}")
-    return f"SELECT s.line, s.parse_error, {', '.join(columns)} FROM {source} s"
+    parsed = ", ".join(f"{expr} AS {name}" for name, expr in _PARSED.items())
+    return (
+        f"SELECT n.*, {parsed} FROM"
+        f" (SELECT s.line, s.parse_error, {', '.join(columns)} FROM {source} s OFFSET 0) n"
+    )
 
 
 _TYPED_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -287,15 +303,14 @@ _TYPED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("uf", "c.uf"),
     ("month", "date_trunc('month', c.occurred_on)::date"),
     ("occurred_on", "c.occurred_on"),
-    ("admitted_at", "CASE WHEN c.kind = 'stay' THEN c.admitted_at::timestamptz END"),
-    ("discharged_at", "CASE WHEN c.kind = 'stay' THEN c.discharged_at::timestamptz END"),
+    ("admitted_at", "c.admitted_ts"),
+    ("discharged_at", "c.discharged_ts"),
     ("drg", "CASE WHEN c.kind = 'stay' THEN c.drg END"),
     ("severity", "CASE WHEN c.kind = 'stay' THEN c.severity::smallint END"),
     ("mode", "CASE WHEN c.kind = 'stay' THEN c.mode END"),
     (
         "stay_days",
-        "CASE WHEN c.kind = 'stay' THEN"
-        " c.discharged_at::timestamptz::date - c.admitted_at::timestamptz::date END",
+        "c.discharged_ts::date - c.admitted_ts::date",
     ),
     ("code", "CASE WHEN c.kind <> 'stay' AND c.kind NOT IN ('expense', 'revenue') THEN c.code END"),
     (
@@ -305,13 +320,13 @@ _TYPED_COLUMNS: tuple[tuple[str, str], ...] = (
         " WHEN c.kind = 'consultation' AND c.code IS NOT NULL THEN 'NGAP' END",
     ),
     ("coded", "CASE WHEN c.kind = 'outpatient_act' THEN c.coded IN ('true', '1') END"),
-    ("coded_on", "CASE WHEN c.kind = 'outpatient_act' THEN c.coded_on::date END"),
+    ("coded_on", "c.coded_on_date"),
     (
         "budget_title",
         "CASE WHEN c.kind IN ('expense', 'revenue') THEN c.budget_title::smallint END",
     ),
     ("account", "CASE WHEN c.kind IN ('expense', 'revenue') THEN c.account END"),
-    ("amount", "c.amount::numeric(14, 2)"),
+    ("amount", "c.amount_value::numeric(14, 2)"),
 )
 _DATA_COLUMNS = tuple(name for name, _ in _TYPED_COLUMNS)
 # What a measure reads from a record (see catalogue.Measure.sql).
@@ -382,8 +397,7 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         -- the rules read them.
         SELECT v.*,
             CASE WHEN v.format_err IS NULL THEN
-                CASE WHEN v.kind = 'stay' THEN v.discharged_at::timestamptz::date
-                     ELSE v.date::date END
+                CASE WHEN v.kind = 'stay' THEN v.discharged_ts::date ELSE v.on_date END
             END AS occurred_on
         FROM (
             SELECT n.*, u.code AS unit_code, u.since AS unit_since, u.closed AS unit_closed,
