@@ -140,8 +140,7 @@ _PARSED = {
 # The first rule a row breaks, as 'field:reason'; NULL when the row is valid so far. A
 # CASE stops at its first true branch, and the rules are branched by kind, so that a
 # valid row is checked against its own only (every row goes through every rule of its
-# kind).
-# Parsed, at most 2 decimals, < 10^12.
+# kind). An amount: parsed, at most 2 decimals, below 10^12.
 _AMOUNT_RULES = """
         WHEN (n.amount IS NOT NULL AND n.amount_value IS NULL)
             OR scale(n.amount_value) > 2 OR abs(n.amount_value) >= 1e12
@@ -308,10 +307,7 @@ _TYPED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("drg", "CASE WHEN c.kind = 'stay' THEN c.drg END"),
     ("severity", "CASE WHEN c.kind = 'stay' THEN c.severity::smallint END"),
     ("mode", "CASE WHEN c.kind = 'stay' THEN c.mode END"),
-    (
-        "stay_days",
-        "c.discharged_ts::date - c.admitted_ts::date",
-    ),
+    ("stay_days", "c.discharged_ts::date - c.admitted_ts::date"),
     ("code", "CASE WHEN c.kind <> 'stay' AND c.kind NOT IN ('expense', 'revenue') THEN c.code END"),
     (
         "code_system",
