@@ -58,7 +58,7 @@ from activity_ingest import (
     write_csv,
 )
 
-from activity_svc.indicators.values import add_months, first_of_month
+from activity_svc.months import add_months, first_of_month
 from ght_shared.devservers import free_port
 
 TARGET_P95_MS = 200.0

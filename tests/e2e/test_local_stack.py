@@ -106,7 +106,8 @@ async def _cadre_reads_a_pole_dashboard(client: httpx.AsyncClient) -> None:
 async def _establishment_imports_a_file_and_sees_its_figures_change(
     client: httpx.AsyncClient, bearer: dict[str, str]
 ) -> None:
-    """The CHU's system imports a CSV file of imaging exams; its figure moves by as many."""
+    """The CHU's system imports a CSV file of today's imaging exams, saying its data is
+    complete up to today; this month's figure (partial) moves by as many."""
     month = date.today().strftime("%Y-%m")
     params = {"org_unit": "420784878", "from": month, "to": month}
 
@@ -117,7 +118,7 @@ async def _establishment_imports_a_file_and_sees_its_figures_change(
         assert values.status_code == 200, values.text
         return float(values.json()["values"][-1]["value"] or 0)
 
-    before = await exams()
+    before = await exams()  # the demo's records, up to yesterday
     today = date.today().isoformat()
     rows = [f"imaging_exam,ris-e2e,E2E-{i},420784878,1101,{today},ZBQK002,69.00" for i in range(7)]
     body = "kind,source,source_id,finess,unit,date,code,amount\n" + "\n".join(rows) + "\n"
@@ -125,7 +126,7 @@ async def _establishment_imports_a_file_and_sees_its_figures_change(
         "/api/activity/imports",
         content=body.encode(),
         headers={**bearer, "content-type": "text/csv"},
-        params={"filename": "e2e.csv"},
+        params={"filename": "e2e.csv", "complete_up_to": today},
     )
     assert imported.status_code == 201, imported.text
     assert imported.json()["accepted"] == 7

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.consumers import on_contract_signed
 from activity_svc.events import ALERT_RAISED, CAPACITY_CHANGED, INDICATOR_UPDATED
-from activity_svc.indicators.values import add_months, first_of_month
 from activity_svc.models import Alert, AlertBasis, AlertDirection, UnitMonth
+from activity_svc.months import add_months, first_of_month
 from activity_svc.referential.tree import capacity_on, today
 from activity_svc.settings import Settings
 from activity_svc.steering.alerts import RuleSpec, create_rule

@@ -14,7 +14,6 @@ from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import (
     Scope,
     TargetSpec,
-    add_months,
     compute_figures,
     figures_of,
     median_from_histogram,
@@ -24,6 +23,7 @@ from activity_svc.indicators.values import (
     variation_pct,
 )
 from activity_svc.models import OrgUnitKind, UnitMonth
+from activity_svc.months import add_months
 from activity_svc.referential.tree import OrgUnitChange, set_capacity, upsert_org_unit
 from ght_shared.db import Database
 

@@ -16,8 +16,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS
-from activity_svc.indicators.values import add_months, first_of_month
-from activity_svc.models import ActivityRecord, Target, UnitMonth
+from activity_svc.models import ActivityRecord, DataCompleteness, Target, UnitMonth
+from activity_svc.months import add_months, first_of_month
 from activity_svc.referential.tree import today
 from ght_shared.db import Database
 from ght_shared.testing import Headers
@@ -31,6 +31,17 @@ async def put_unit_month(session: AsyncSession, unit: str, month: date, **measur
     await session.execute(
         insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
     )
+
+
+async def _complete_up_to(database: Database, days: dict[str, date]) -> None:
+    """What imports of these establishments would have recorded of their data."""
+    async with database.transaction() as session:
+        for finess, day in days.items():
+            await session.execute(
+                insert(DataCompleteness).values(
+                    finess=finess, last_day_received=day, updated_at=datetime.now(UTC)
+                )
+            )
 
 
 async def _cardiology_stays(database: Database) -> None:
@@ -131,7 +142,7 @@ async def test_values_give_each_month_against_last_year_with_projection_and_targ
     )
 
 
-async def test_values_default_to_this_year_up_to_this_month(
+async def test_values_default_to_the_year_of_the_last_complete_month(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:
     response = await activity.get(
@@ -140,10 +151,12 @@ async def test_values_default_to_this_year_up_to_this_month(
         headers=auth("direction", CHU),
     )
     assert response.status_code == 200
-    today = datetime.now(UTC).date()
+    # No data yet: the last complete month is last month.
+    last = add_months(first_of_month(today()), -1)
+    assert response.json()["complete_up_to"] is None
     periods = [v["period"] for v in response.json()["values"]]
-    assert periods[0] == f"{today.year}-01" and periods[-1] == today.strftime("%Y-%m")
-    assert len(periods) == today.month
+    assert periods[0] == f"{last.year}-01" and periods[-1] == last.strftime("%Y-%m")
+    assert len(periods) == last.month
 
 
 @pytest.mark.parametrize(
@@ -269,13 +282,15 @@ async def test_a_dashboard_can_give_the_months_before_the_period_for_a_trend(
     assert response.status_code == 422 and "months" in str(_problem_fields(response))
 
 
-async def test_a_dashboard_defaults_to_the_latest_month_with_data(
+async def test_a_dashboard_defaults_to_the_last_complete_month(
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     await _cardiology_stays(database)
+    await _complete_up_to(database, {CHU: date(2024, 4, 12)})
     response = await activity.get("/dashboards/CHU-MED", headers=auth("pole_manager", CHU))
     assert response.status_code == 200
     assert response.json()["period"] == "2024-03"
+    assert response.json()["org_unit"]["complete_up_to"] == "2024-04-12"
     assert [c["code"] for c in response.json()["children"]] == ["CHU-CAR"]
 
 
@@ -486,10 +501,12 @@ async def test_the_overview_gives_a_territorial_caller_every_establishment_and_t
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     await _cardiology_stays(database)
+    await _complete_up_to(database, {CHU: date(2024, 3, 31), CH_NORD: date(2024, 2, 29)})
     response = await activity.get("/overview", headers=auth("commission"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body["establishments"]) == {CHU, CH_NORD}
+    assert body["establishments"][CHU]["complete_up_to"] == "2024-03-31"
     chu = {h["indicator"]: h for h in body["establishments"][CHU]["headline"]}
     assert chu["stays_full"] == {
         "indicator": "stays_full",
@@ -502,9 +519,11 @@ async def test_the_overview_gives_a_territorial_caller_every_establishment_and_t
     }
     nord = {h["indicator"]: h for h in body["establishments"][CH_NORD]["headline"]}
     assert nord["stays_full"]["period"] == "2024-02"
+    # The territory's last complete month is its latest establishment's: February.
+    assert body["territory"]["complete_up_to"] == "2024-02-29"
     territory = {h["indicator"]: h for h in body["territory"]["headline"]}
-    assert territory["stays_full"]["period"] == "2024-03"
-    assert territory["stays_full"]["year_to_date"] == 76.0
+    assert territory["stays_full"]["period"] == "2024-02"
+    assert territory["stays_full"]["year_to_date"] == 24.0 + 40.0
 
 
 async def test_the_overview_gives_an_establishment_its_own_figures_only(

@@ -9,7 +9,8 @@ Three groups:
   org units it rolls up to over which dates;
 - activity: ``activity_record`` (one row per record, keyed by ``(source, source_id)``),
   ``unit_month`` (the measures of one unit in one month, maintained incrementally),
-  ``record_import`` and ``import_rejection``;
+  ``record_import``, ``import_rejection`` and ``data_completeness`` (how far each
+  establishment's data is complete);
 - steering: ``target``, ``alert_rule``, ``alert``.
 
 Dates of validity are half-open: ``valid_from <= day < valid_to`` (``valid_to`` NULL
@@ -300,6 +301,21 @@ class ImportRejection(Base):
 
 
 # --- steering: targets and alerts -----------------------------------------------------
+
+
+class DataCompleteness(Base):
+    """How far an establishment's data is complete: the day its system declared with an
+    import, else the last day its records cover that had ended when they were received
+    (ADR 0018)."""
+
+    __tablename__ = "data_completeness"
+
+    finess: Mapped[str] = mapped_column(ForeignKey("org_unit.code"), primary_key=True)
+    declared_up_to: Mapped[date | None] = mapped_column(Date)
+    declared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    declared_by: Mapped[str | None] = mapped_column(Text)
+    last_day_received: Mapped[date | None] = mapped_column(Date)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Target(Base):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date
 
 from sqlalchemy import text
@@ -28,9 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import BED_DAYS, INDICATORS_BY_CODE, Indicator, indicators_reading
 from activity_svc.events import SOURCE
-from activity_svc.indicators.values import Scope, add_months, compute_figures, first_of_month
+from activity_svc.indicators.values import Scope, compute_figures
 from activity_svc.lookups import MAX_DEPTH
 from activity_svc.models import AlertRule
+from activity_svc.months import add_months, first_of_month
 from activity_svc.referential.tree import today
 from activity_svc.steering.evaluation import evaluate_alerts
 from ght_shared.outbox import add_events
@@ -98,6 +99,42 @@ _MONTHS_OF_CAPACITY = text(
     LIMIT :limit
     """
 )
+
+
+COMPLETED_MONTHS = 36
+"""The most months a move of an establishment's complete-up-to day republishes (the
+latest), as for a capacity change."""
+
+# The unit-months of an establishment from one month to another.
+_CELLS_OF_ESTABLISHMENT = text(
+    """
+    SELECT u.unit, u.month FROM unit_month u JOIN org_unit o ON o.code = u.unit
+    WHERE o.finess = :finess AND u.month BETWEEN :first AND :last
+    """
+)
+
+
+async def cells_completed(
+    session: AsyncSession, moved: Mapping[str, tuple[date | None, date | None]]
+) -> set[tuple[str, date]]:
+    """The unit-months whose figures an establishment's complete-up-to day moving from
+    one day to another changed (``moved``: the days before and after, None unknown): the
+    months from the earlier day's to the later one's, which became complete or partial,
+    at most :data:`COMPLETED_MONTHS` per establishment."""
+    cells: set[tuple[str, date]] = set()
+    for finess, days in sorted(moved.items()):
+        known = [day for day in days if day is not None]
+        if not known:
+            continue
+        # Unknown is taken as complete: from an unknown day, every month from the new
+        # one's on changed.
+        last = first_of_month(max(known) if None not in days else today())
+        first = max(first_of_month(min(known)), add_months(last, 1 - COMPLETED_MONTHS))
+        rows = await session.execute(
+            _CELLS_OF_ESTABLISHMENT, {"finess": finess, "first": first, "last": last}
+        )
+        cells.update((unit, month) for unit, month in rows)
+    return cells
 
 
 Placed = tuple[str, date, str | None]

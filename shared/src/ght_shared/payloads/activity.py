@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -76,6 +77,14 @@ class IndicatorUpdated(Payload):
     projection: Number | None = Field(description="The year-end projection.")
     target: Number | None = Field(description="The month's target (the year's, spread).")
     target_year: Number | None = Field(description="The year's target.")
+    partial: bool = Field(
+        False,
+        description="The month is not complete: its figures count its days up to"
+        " `complete_up_to`, against the same days last year, with no projection.",
+    )
+    complete_up_to: date | None = Field(
+        None, description="The day the org unit's data is complete up to (absent: unknown)."
+    )
     import_id: uuid.UUID | None = Field(
         None, description="The import that caused it; absent for other causes."
     )

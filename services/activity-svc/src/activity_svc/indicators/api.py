@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
 from activity_svc.catalogue import INDICATORS, Indicator, Side
+from activity_svc.completeness import complete_up_to, is_complete, last_complete_month
 from activity_svc.errors import InvalidInput, OrgUnitNotFound
 from activity_svc.indicators.overview import activity_overview
 from activity_svc.indicators.schemas import (
@@ -27,18 +28,14 @@ from activity_svc.indicators.schemas import (
     IndicatorValues,
     OrgUnitFigures,
     OrgUnitRef,
+    RecordPage,
     RecordRead,
 )
-from activity_svc.indicators.values import (
-    Scope,
-    add_months,
-    compute_figures,
-    first_of_month,
-    months_between,
-)
+from activity_svc.indicators.values import Scope, compute_figures
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.lookups import indicator_of
 from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
+from activity_svc.months import add_months, first_of_month, months_between
 from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
 from ght_shared.db import SessionDep
@@ -127,18 +124,9 @@ async def children_of(session: AsyncSession, code: str, at: date | None) -> list
     ]
 
 
-async def latest_month_with_data(session: AsyncSession, code: str) -> date | None:
-    """The latest month any unit below ``code`` (then or now) has data for."""
-    month: date | None = await session.scalar(
-        text(
-            """SELECT max(last.month) FROM org_unit_membership m
-            CROSS JOIN LATERAL (SELECT max(u.month) AS month FROM unit_month u
-                                WHERE u.unit = m.unit) AS last
-            WHERE m.ancestor = :code"""
-        ),
-        {"code": code},
-    )
-    return month
+async def complete_up_to_of(session: AsyncSession, unit: OrgUnitRef) -> date | None:
+    """The day ``unit``'s data is complete up to: its establishment's, or the territory's."""
+    return (await complete_up_to(session, [unit.finess]))[unit.finess]
 
 
 @router.get("/indicators", summary="The indicator catalogue", response_model=list[IndicatorRead])
@@ -166,12 +154,18 @@ async def indicator_values(
         ),
     ] = None,
     to: Annotated[
-        str | None, Query(max_length=7, description="Last month, YYYY-MM (this month).")
+        str | None,
+        Query(
+            max_length=7,
+            description="Last month, YYYY-MM (the last month whose data is complete).",
+        ),
     ] = None,
     scope: ScopeQuery = Scope.AS_WAS,
 ) -> IndicatorValues:
     indicator = indicator_of(code)
-    last = parse_month(to, "to") if to is not None else _this_month()
+    unit = await readable_org_unit(session, principal, org_unit)
+    complete = await complete_up_to_of(session, unit)
+    last = parse_month(to, "to") if to is not None else last_complete_month(complete)
     first = parse_month(from_, "from") if from_ is not None else date(last.year, 1, 1)
     if first > last:
         raise InvalidInput(
@@ -184,7 +178,6 @@ async def indicator_values(
             field="from",
             rule="max_months",
         )
-    unit = await readable_org_unit(session, principal, org_unit)
     figures = await compute_figures(
         session, [indicator], [(unit.code, m) for m in months], {unit.code: unit.finess}, scope
     )
@@ -192,6 +185,7 @@ async def indicator_values(
         indicator=IndicatorSummary.of(indicator),
         org_unit=unit,
         scope=scope,
+        complete_up_to=complete,
         values=[FiguresRead.of(f) for f in figures],
     )
 
@@ -213,16 +207,18 @@ async def dashboard(
         Query(ge=1, le=12, description="How many months, ending at `period` (trend charts)."),
     ] = 1,
 ) -> Dashboard:
-    """``period`` defaults to the latest month with data below the org unit. The children
-    are those of the period (as it was) or today's (constant scope). With ``months`` > 1
-    each org unit's figures run month by month (oldest first), every main indicator in
-    each month."""
+    """``period`` defaults to the last month whose data is complete for the org unit (its
+    establishment's, or every establishment's for the territory). The children are those
+    of the period (as it was) or today's (constant scope). With ``months`` > 1 each org
+    unit's figures run month by month (oldest first), every main indicator in each
+    month."""
     month = parse_month(period, "period") if period is not None else None
     unit = await readable_org_unit(session, principal, org_unit)
     if month is None:
-        month = await latest_month_with_data(session, unit.code) or _this_month()
+        month = last_complete_month(await complete_up_to_of(session, unit))
     children = await children_of(session, unit.code, month if scope is Scope.AS_WAS else None)
     units = [unit, *children]
+    complete = await complete_up_to(session, {u.finess for u in units})
     figures = await compute_figures(
         session,
         MAIN_INDICATORS,
@@ -238,8 +234,15 @@ async def dashboard(
         months=months,
         scope=scope,
         indicators=[IndicatorSummary.of(i) for i in MAIN_INDICATORS],
-        org_unit=OrgUnitFigures(**unit.model_dump(), figures=by_unit[unit.code]),
-        children=[OrgUnitFigures(**c.model_dump(), figures=by_unit[c.code]) for c in children],
+        org_unit=OrgUnitFigures(
+            **unit.model_dump(), complete_up_to=complete[unit.finess], figures=by_unit[unit.code]
+        ),
+        children=[
+            OrgUnitFigures(
+                **c.model_dump(), complete_up_to=complete[c.finess], figures=by_unit[c.code]
+            )
+            for c in children
+        ],
     )
 
 
@@ -247,7 +250,7 @@ async def dashboard(
     "/indicators/{code}/records",
     responses=NOT_FOUND,
     summary="The records behind an indicator's value (drill-down), paged",
-    response_model=Page[RecordRead],
+    response_model=RecordPage,
 )
 async def indicator_records(
     principal: Reader,
@@ -284,11 +287,12 @@ async def indicator_records(
     ] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> Page[RecordRead]:
+) -> RecordPage:
     """The records of the indicator's kind and filter (or of one side of its ratio), of
     the units below the org unit that month (as it was, or in today's tree), with only
     those matching every filter given, ordered by their key (finess, source, source_id).
-    Times are in the establishments' local time, with their offset."""
+    Times are in the establishments' local time, with their offset. A partial month
+    lists every record it holds, its days after ``complete_up_to`` too."""
     indicator = indicator_of(code)
     month = parse_month(period, "period")
     after = decode_cursor(cursor, str, str, str) if cursor is not None else None
@@ -325,11 +329,18 @@ async def indicator_records(
         query = query.where(
             tuple_(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id) > after
         )
-    return Page.of(
+    page = Page.of(
         (await session.scalars(query)).all(),
         limit,
         key=lambda r: (r.finess, r.source, r.source_id),
         read=RecordRead.model_validate,
+    )
+    complete = await complete_up_to_of(session, unit)
+    return RecordPage(
+        items=page.items,
+        next_cursor=page.next_cursor,
+        complete_up_to=complete,
+        partial=not is_complete(month, complete),
     )
 
 

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+from activity_svc.months import last_day_of
 from ght_shared.payloads.activity import IndicatorUpdated
 
 
@@ -33,6 +34,19 @@ class Figures:
     """The target of the month (the year's target spread by its monthly profile)."""
     target_year_to_date: float | None = None
     target_year: float | None = None
+    complete_up_to: date | None = None
+    """The day the org unit's data is complete up to (None: unknown, taken as complete)."""
+    partial: bool = False
+    """The month is not complete: it counts its days up to ``complete_up_to`` (the year to
+    date too), against the same days last year; no projection, no alert."""
+
+    @property
+    def complete_days(self) -> int:
+        """The days of the month its figures count (all of them in a complete month)."""
+        days = last_day_of(self.period).day
+        if not self.partial or self.complete_up_to is None:
+            return days
+        return max(0, min(days, (self.complete_up_to - self.period).days + 1))
 
     def payload(self, import_id: uuid.UUID | None = None) -> IndicatorUpdated:
         """The ``ght.activity.indicator.updated`` of these figures (``import_id``: the
@@ -51,5 +65,7 @@ class Figures:
             projection=self.projection,
             target=self.target,
             target_year=self.target_year,
+            partial=self.partial,
+            complete_up_to=self.complete_up_to,
             **caused_by,
         )

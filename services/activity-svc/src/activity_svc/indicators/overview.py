@@ -1,19 +1,23 @@
 """The activity part of the gateway's territorial overview (``docs/overview.md``).
 
-Per establishment, a few headline volumes at the latest month with data: their year to
-date against the same period last year. The same for the territory, territorial
-callers only.
+Per establishment, a few headline volumes at the last month whose data is complete:
+their year to date against the same period last year. The same for the territory
+(the earliest of its establishments' complete months), territorial callers only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS_BY_CODE, Indicator
+from activity_svc.completeness import (
+    completeness_of,
+    last_complete_month,
+    territory_complete_up_to,
+)
 from activity_svc.indicators.schemas import ActivityHeadline, ActivityOverview, HeadlineFigure
 from activity_svc.indicators.values import Scope, compute_figures
 
@@ -30,20 +34,6 @@ HEADLINE: tuple[Indicator, ...] = tuple(
     )
 )
 
-# An establishment's units never leave it (a unit cannot change establishment), so the
-# latest month of its units is the establishment's, whatever the tree's history; one
-# index probe per unit (the primary key of unit_month read backwards).
-_LATEST_MONTHS = text(
-    """
-    SELECT o.finess, max(last.month)
-    FROM org_unit o
-    CROSS JOIN LATERAL (SELECT max(u.month) AS month FROM unit_month u WHERE u.unit = o.code)
-        AS last
-    WHERE o.kind = 'unit' AND o.finess = ANY(CAST(:establishments AS text[]))
-    GROUP BY o.finess
-    """
-)
-
 
 async def activity_overview(
     session: AsyncSession, establishments: Collection[str] | None, with_territory: bool
@@ -58,14 +48,13 @@ async def activity_overview(
         if kind == "establishment" and (establishments is None or code in establishments)
     )
     territory = next((code for code, kind in known if kind == "territory"), None)
-    latest: dict[str, date] = {}
-    if chosen or (with_territory and territory):
-        scope = chosen if not with_territory else [c for c, k in known if k == "establishment"]
-        rows = await session.execute(_LATEST_MONTHS, {"establishments": scope})
-        latest = {finess: month for finess, month in rows if month is not None}
-    wanted = [(code, latest[code]) for code in chosen if code in latest]
-    if with_territory and territory is not None and latest:
-        wanted.append((territory, max(latest.values())))
+    completeness = await completeness_of(session)
+    complete = {code: completeness[code].complete_up_to for code in chosen if code in completeness}
+    # An establishment without data has no month to show.
+    wanted = [(code, last_complete_month(day)) for code, day in complete.items() if day]
+    territory_day = territory_complete_up_to(completeness)
+    if with_territory and territory is not None and territory_day is not None:
+        wanted.append((territory, last_complete_month(territory_day)))
     figures = await compute_figures(
         session, HEADLINE, wanted, {code: code for code in chosen}, Scope.AS_WAS
     )
@@ -86,10 +75,14 @@ async def activity_overview(
             )
         )
     overview = ActivityOverview(
-        establishments={code: ActivityHeadline(headline=headlines[code]) for code in chosen}
+        establishments={
+            code: ActivityHeadline(complete_up_to=complete.get(code), headline=headlines[code])
+            for code in chosen
+        }
     )
     if with_territory:
         overview.territory = ActivityHeadline(
-            headline=headlines.get(territory, []) if territory else []
+            complete_up_to=territory_day,
+            headline=headlines.get(territory, []) if territory else [],
         )
     return overview

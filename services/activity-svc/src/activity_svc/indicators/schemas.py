@@ -19,6 +19,7 @@ from activity_svc.catalogue import (
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
 from activity_svc.referential.tree import LOCAL_TIME
+from ght_shared.pagination import Page
 from ght_shared.schemas import ReadModel
 
 _DESCRIPTIONS = {m.name: m.description for m in MEASURES} | {
@@ -108,6 +109,14 @@ class FiguresRead(BaseModel):
     target: float | None = Field(description="The month's target (profiled for a volume).")
     target_year_to_date: float | None
     target_year: float | None
+    partial: bool = Field(
+        description="The month is not complete: its figures (the year to date too) count"
+        " its days up to the org unit's `complete_up_to`, against the same days last year;"
+        " no projection, and the target of a volume in proportion of the days."
+    )
+    complete_days: int = Field(
+        description="The days of the month the figures count (all of them when complete)."
+    )
 
     @classmethod
     def of(cls, figures: Figures) -> FiguresRead:
@@ -124,6 +133,8 @@ class FiguresRead(BaseModel):
             target=figures.target,
             target_year_to_date=figures.target_year_to_date,
             target_year=figures.target_year,
+            partial=figures.partial,
+            complete_days=figures.complete_days,
         )
 
 
@@ -134,16 +145,27 @@ class OrgUnitRef(BaseModel):
     finess: str | None
 
 
+CompleteUpTo = Annotated[
+    date | None,
+    Field(
+        description="The day the org unit's data is complete up to: its establishment's"
+        " (the earliest of the establishments' for the territory); null when no data came."
+    ),
+]
+
+
 class IndicatorValues(BaseModel):
     """An indicator's figures month by month for one org unit."""
 
     indicator: IndicatorSummary
     org_unit: OrgUnitRef
     scope: Scope
+    complete_up_to: CompleteUpTo
     values: list[FiguresRead]
 
 
 class OrgUnitFigures(OrgUnitRef):
+    complete_up_to: CompleteUpTo
     figures: list[FiguresRead] = Field(
         description="Per month (oldest first), one per main indicator in catalogue order."
     )
@@ -200,19 +222,27 @@ class RecordRead(ReadModel):
     received_at: Annotated[datetime, AfterValidator(_local)]
 
 
+class RecordPage(Page[RecordRead]):
+    """A page of the records behind a value, with how complete their month is."""
+
+    complete_up_to: CompleteUpTo
+    partial: bool = Field(description="The month is not complete (see FiguresRead).")
+
+
 class HeadlineFigure(BaseModel):
     """A headline indicator's year to date against the same period last year."""
 
     indicator: str
     label_fr: str
     unit: str
-    period: str = Field(description="The latest month with data, YYYY-MM.")
+    period: str = Field(description="The last month whose data is complete, YYYY-MM.")
     year_to_date: float | None
     same_period_last_year: float | None = Field(description="Last year's year to date.")
     change: float | None = Field(description="Variation in % of last year's year to date.")
 
 
 class ActivityHeadline(BaseModel):
+    complete_up_to: CompleteUpTo
     headline: list[HeadlineFigure]
 
 

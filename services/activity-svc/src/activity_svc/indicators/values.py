@@ -26,7 +26,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from functools import cache
 from operator import add
 
 from sqlalchemy import text
@@ -36,10 +35,13 @@ from activity_svc.catalogue import (
     BED_DAYS,
     CODING_DELAY_BUCKETS,
     MEASURE_NAMES,
+    MEASURES_BY_NAME,
     Aggregation,
     Indicator,
 )
+from activity_svc.completeness import complete_up_to, is_complete
 from activity_svc.indicators.figures import Figures
+from activity_svc.months import add_months, first_of_month, last_day_of, months_between
 
 
 class Scope(StrEnum):
@@ -63,34 +65,6 @@ class TargetSpec:
 
     value: float
     monthly_profile: Sequence[float] | None = None
-
-
-# --- months ---------------------------------------------------------------------------
-
-
-def first_of_month(day: date) -> date:
-    return day.replace(day=1)
-
-
-def add_months(month: date, n: int) -> date:
-    """The first day of the month ``n`` months after ``month`` (before when negative)."""
-    index = month.year * 12 + month.month - 1 + n
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def months_between(first: date, last: date) -> list[date]:
-    """Every month from ``first`` to ``last`` included (first days)."""
-    return list(_months_between(first_of_month(first), first_of_month(last)))
-
-
-@cache
-def _months_between(first: date, last: date) -> tuple[date, ...]:
-    months = []
-    month = first
-    while month <= last:
-        months.append(month)
-        month = add_months(month, 1)
-    return tuple(months)
 
 
 # --- arithmetic -----------------------------------------------------------------------
@@ -206,21 +180,44 @@ def projection_of(
 
 
 def target_figures(
-    indicator: Indicator, target: TargetSpec | None, month: date
+    indicator: Indicator,
+    target: TargetSpec | None,
+    month: date,
+    complete_up_to: date | None = None,
 ) -> tuple[float | None, float | None, float | None]:
     """(month, year to date, year) targets: a volume's year spread by its monthly profile
-    (evenly without one); a rate or a median is the same target every month."""
+    (evenly without one); a rate or a median is the same target every month. In a
+    partial month a volume's month and year to date count the complete days only."""
     if target is None:
         return None, None, None
     if not indicator.is_volume:
         return target.value, target.value, target.value
     profile = target.monthly_profile
     weights = list(profile) if profile is not None and len(profile) == 12 else [1 / 12] * 12
+    if is_complete(month, complete_up_to):
+        return (
+            target.value * weights[month.month - 1],
+            target.value * sum(weights[: month.month]),
+            target.value,
+        )
+    assert complete_up_to is not None  # a month is complete when nothing is known
+    cut = complete_up_to
+    share_of_month = max(0, (cut - month).days + 1) / last_day_of(month).day
+    year_share = 0.0
+    if cut.year == month.year:
+        year_share = sum(weights[: cut.month - 1]) + weights[cut.month - 1] * (
+            cut.day / last_day_of(cut).day
+        )
     return (
-        target.value * weights[month.month - 1],
-        target.value * sum(weights[: month.month]),
+        target.value * weights[month.month - 1] * share_of_month,
+        target.value * year_share,
         target.value,
     )
+
+
+PartialSums = tuple[Mapping[str, float], Mapping[str, float]]
+"""An org unit's measures over the days of its cut's month up to the cut (the day its
+data is complete up to), and over the same days a year before."""
 
 
 class Series:
@@ -234,7 +231,7 @@ class Series:
         self.year_to_date: list[Parts] = []
         running: Parts = ()
         empty: Mapping[str, float] = {}
-        for month in _months_between(self.start, first_of_month(last)):
+        for month in months_between(self.start, last):
             parts = parts_of(indicator, sums.get(month, empty))
             running = parts if month.month == 1 else tuple(map(add, running, parts))
             self.monthly.append(parts)
@@ -243,22 +240,63 @@ class Series:
     def _at(self, year: int, month: int) -> int:
         return (year - self.start.year) * 12 + month - 1
 
+    def _before(self, month: date) -> Parts:
+        """The year to date at the end of the month before ``month`` (zeros in January)."""
+        if month.month == 1:
+            return tuple(0.0 for _ in self.monthly[0])
+        return self.year_to_date[self._at(month.year, month.month) - 1]
+
+    def _partial(
+        self, month: date, cut: date, piece: PartialSums | None
+    ) -> tuple[Parts, Parts, Parts, Parts]:
+        """(month, same month last year, year to date, last year's) of a partial month:
+        the days up to ``cut`` only, and the same days a year before."""
+        zero = tuple(0.0 for _ in self.monthly[0])
+        cut_month = first_of_month(cut)
+        if piece is None or cut_month.year != month.year:
+            return zero, zero, zero, zero  # nothing of the month's year is complete
+        this = parts_of(self.indicator, piece[0])
+        last = parts_of(self.indicator, piece[1])
+        year_to_date = tuple(map(add, self._before(cut_month), this))
+        year_to_date_last = tuple(map(add, self._before(add_months(cut_month, -12)), last))
+        if cut_month != month:
+            return zero, zero, year_to_date, year_to_date_last
+        return this, last, year_to_date, year_to_date_last
+
     def figures(
-        self, org_unit: str, finess: str | None, month: date, target: TargetSpec | None
+        self,
+        org_unit: str,
+        finess: str | None,
+        month: date,
+        target: TargetSpec | None,
+        complete_up_to: date | None = None,
+        piece: PartialSums | None = None,
     ) -> Figures:
-        """The figures of ``month``; the series must start in January of the year before."""
+        """The figures of ``month``; the series must start in January of the year before.
+
+        A month after ``complete_up_to`` (or holding it) is partial: its figures count the
+        days up to it, read from ``piece``, and have no projection."""
         indicator = self.indicator
         this, last = self._at(month.year, month.month), self._at(month.year - 1, month.month)
         if last < 0:
             raise ValueError(f"the series starts after {month.year - 1}-{month.month:02d}")
-        this_ytd = self.year_to_date[this]
-        last_ytd = self.year_to_date[last]
-        last_full = self.year_to_date[self._at(month.year - 1, 12)]
-        value = value_of(indicator, self.monthly[this])
-        reference = value_of(indicator, self.monthly[last])
+        partial = not is_complete(month, complete_up_to)
+        if partial:
+            assert complete_up_to is not None
+            monthly, monthly_last, this_ytd, last_ytd = self._partial(month, complete_up_to, piece)
+            projection = None
+        else:
+            monthly, monthly_last = self.monthly[this], self.monthly[last]
+            this_ytd, last_ytd = self.year_to_date[this], self.year_to_date[last]
+            last_full = self.year_to_date[self._at(month.year - 1, 12)]
+            projection = projection_of(indicator, this_ytd, last_ytd, last_full)
+        value = value_of(indicator, monthly)
+        reference = value_of(indicator, monthly_last)
         year_to_date = value_of(indicator, this_ytd)
         year_to_date_last = value_of(indicator, last_ytd)
-        target_month, target_ytd, target_year = target_figures(indicator, target, month)
+        target_month, target_ytd, target_year = target_figures(
+            indicator, target, month, complete_up_to
+        )
         return Figures(
             indicator=indicator.code,
             org_unit=org_unit,
@@ -270,10 +308,12 @@ class Series:
             year_to_date=year_to_date,
             year_to_date_last_year=year_to_date_last,
             year_to_date_variation_pct=variation_pct(year_to_date, year_to_date_last),
-            projection=projection_of(indicator, this_ytd, last_ytd, last_full),
+            projection=projection,
             target=target_month,
             target_year_to_date=target_ytd,
             target_year=target_year,
+            complete_up_to=complete_up_to,
+            partial=partial,
         )
 
 
@@ -401,6 +441,81 @@ async def load_sums(
     return result
 
 
+def _pieces_sql(measures: Sequence[str], scope: Scope) -> str:
+    # Measures from the catalogue, never from the request.
+    sums = ", ".join(f'{MEASURES_BY_NAME[m].sum_sql("r")} AS "{m}"' for m in measures)
+    membership = (
+        "AND memb.valid_to IS NULL"
+        if scope is Scope.CONSTANT
+        else (
+            "AND r.month >= memb.valid_from AND (memb.valid_to IS NULL OR r.month < memb.valid_to)"
+        )
+    )
+    return f"""
+    SELECT w.ancestor, w.month, {sums}
+    FROM unnest(CAST(:ancestors AS text[]), CAST(:months AS date[]), CAST(:days AS int[]),
+                CAST(:heads AS bool[])) AS w(ancestor, month, days, head)
+    JOIN org_unit_membership memb ON memb.ancestor = w.ancestor
+    JOIN activity_record r ON r.unit = memb.unit AND r.month = w.month
+        AND (extract(day FROM r.occurred_on) <= w.days) = w.head {membership}
+    GROUP BY w.ancestor, w.month
+    """
+
+
+async def load_partial_sums(
+    session: AsyncSession,
+    cuts: Mapping[str, date],
+    measures: Collection[str],
+    sums: Mapping[str, Sums],
+    scope: Scope = Scope.AS_WAS,
+) -> dict[str, PartialSums]:
+    """Each org unit's measures over its cut's month up to the cut, and over the same days
+    a year before (``bed_days`` in proportion of the days).
+
+    Read from the records of the smaller side of the month: the days up to the cut, or
+    the month's sums (``sums``, as :func:`load_sums` returns them) less the days after
+    it. The month of a day cut close to its end (data complete up to yesterday) reads
+    the few records after the cut, not the whole month.
+    """
+    columns = sorted(m for m in measures if m != BED_DAYS)
+    wanted: list[tuple[str, date, int, bool]] = []
+    for code, cut in cuts.items():
+        for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
+            wanted.append((code, month, cut.day, 2 * cut.day <= last_day_of(month).day))
+    read: dict[tuple[str, date], Mapping[str, float]] = {}
+    if columns and wanted:
+        rows = await session.execute(
+            text(_pieces_sql(columns, scope)),
+            {
+                "ancestors": [w[0] for w in wanted],
+                "months": [w[1] for w in wanted],
+                "days": [w[2] for w in wanted],
+                "heads": [w[3] for w in wanted],
+            },
+        )
+        for ancestor, month, *values in rows:
+            read[(ancestor, month)] = dict(zip(columns, map(float, values), strict=True))
+    pieces: dict[tuple[str, date], dict[str, float]] = {}
+    for code, month, day, head in wanted:
+        whole = sums.get(code, {}).get(month, {})
+        counted = read.get((code, month), {})
+        piece = {
+            m: counted.get(m, 0.0) if head else whole.get(m, 0.0) - counted.get(m, 0.0)
+            for m in columns
+        }
+        if BED_DAYS in measures:
+            days = last_day_of(month).day
+            piece[BED_DAYS] = whole.get(BED_DAYS, 0.0) * min(day, days) / days
+        pieces[(code, month)] = piece
+    return {
+        code: (
+            pieces[(code, first_of_month(cut))],
+            pieces[(code, date(cut.year - 1, cut.month, 1))],
+        )
+        for code, cut in cuts.items()
+    }
+
+
 async def load_targets(
     session: AsyncSession,
     indicators: Collection[str],
@@ -435,9 +550,11 @@ async def compute_figures(
 ) -> list[Figures]:
     """The figures of each indicator for each wanted (org unit, month).
 
-    Two statements whatever the number of org units and months: the sums (from January
-    of the year before the earliest month to the latest month) and the targets. The
-    result follows the order of ``wanted``, then of ``indicators``.
+    Two statements whatever the number of org units and months (the sums, from January
+    of the year before the earliest month to the latest month, and the targets), and a
+    third for the partial months (after the day the org unit's establishment, or the
+    territory, has complete data up to; ``finess_of`` None: the territory). The result
+    follows the order of ``wanted``, then of ``indicators``.
     """
     pairs = list(dict.fromkeys((code, first_of_month(month)) for code, month in wanted))
     if not pairs or not indicators:
@@ -451,6 +568,16 @@ async def compute_figures(
     targets = await load_targets(
         session, [i.code for i in indicators], org_units, {m.year for m in months}
     )
+    complete = await complete_up_to(session, {finess_of.get(code) for code in org_units})
+    cut_of = {code: complete[finess_of.get(code)] for code in org_units}
+    cuts = {
+        code: cut
+        for code, month in pairs
+        if (cut := cut_of[code]) is not None
+        and not is_complete(month, cut)
+        and cut.year == month.year
+    }
+    pieces = await load_partial_sums(session, cuts, measures, sums, scope) if cuts else {}
     first, last = add_months(min(months), -12), max(months)
     series: dict[tuple[str, str], Series] = {}
     result = []
@@ -460,5 +587,9 @@ async def compute_figures(
             if key not in series:
                 series[key] = Series(indicator, sums.get(code, {}), first, last)
             target = targets.get((indicator.code, code, month.year))
-            result.append(series[key].figures(code, finess_of.get(code), month, target))
+            result.append(
+                series[key].figures(
+                    code, finess_of.get(code), month, target, cut_of[code], pieces.get(code)
+                )
+            )
     return result

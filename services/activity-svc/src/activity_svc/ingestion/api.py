@@ -14,9 +14,11 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer, may_read_import
+from activity_svc.completeness import declared_day
 from activity_svc.errors import ImportNotFound, ImportRejected, InvalidInput, UnsupportedMediaType
 from activity_svc.ingestion.imports import ImportRequest, import_location, run_import
 from activity_svc.ingestion.schemas import (
+    COMPLETE_UP_TO,
     ImportRead,
     ImportReport,
     RecordBatch,
@@ -42,7 +44,7 @@ from activity_svc.settings import Settings
 from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep, database_of
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
-from ght_shared.schemas import Printable
+from ght_shared.schemas import IsoDate, Printable
 
 router = APIRouter(tags=["ingestion"], responses=AUTH_RESPONSES)
 
@@ -87,7 +89,11 @@ async def post_records(
         )
     records = [r.model_dump(mode="json", exclude_none=True) for r in batch.records]
     return await _import(
-        request, response, principal, RecordsStager(records), ImportFormat.JSON, on_error, None
+        request,
+        response,
+        principal,
+        RecordsStager(records),
+        ImportRequest(ImportFormat.JSON, on_error, None, declared_day(batch.complete_up_to)),
     )
 
 
@@ -119,12 +125,14 @@ async def post_import(
     principal: Writer,
     on_error: OnErrorQuery = OnError.REJECT_FILE,
     filename: Annotated[Printable | None, Query(max_length=200)] = None,
+    complete_up_to: Annotated[IsoDate | None, Query(description=COMPLETE_UP_TO)] = None,
 ) -> ImportReport:
     """The body is the file itself, streamed into PostgreSQL as it arrives.
 
     CSV: a header line names the fields (any order, `,` or `;`), one record per line.
     NDJSON: one JSON object per line. `Content-Encoding: gzip` is accepted.
     """
+    declared = declared_day(complete_up_to)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     chunks: AsyncIterator[bytes] = request.stream()
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -149,7 +157,13 @@ async def post_import(
     csv_file = file_format is ImportFormat.CSV
     chunks = bounded(chunks, limits, header_lines=1 if csv_file else 0)
     stager = CsvStager(chunks) if csv_file else NdjsonStager(chunks)
-    return await _import(request, response, principal, stager, file_format, on_error, filename)
+    return await _import(
+        request,
+        response,
+        principal,
+        stager,
+        ImportRequest(file_format, on_error, filename, declared),
+    )
 
 
 async def _import(
@@ -157,16 +171,11 @@ async def _import(
     response: Response,
     principal: Principal,
     stager: Stager,
-    file_format: ImportFormat,
-    on_error: OnError,
-    filename: str | None,
+    import_request: ImportRequest,
 ) -> ImportReport:
+    file_format = import_request.format
     report = await run_import(
-        database_of(request),
-        request.app.state.settings,
-        principal,
-        stager,
-        ImportRequest(file_format, on_error, filename),
+        database_of(request), request.app.state.settings, principal, stager, import_request
     )
     async with database_of(request).transaction() as session:
         rejections = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import reactions
 from activity_svc.access import ensure_may_write_records
+from activity_svc.catalogue import BED_DAYS, MEASURE_NAMES
+from activity_svc.completeness import record_received
 from activity_svc.errors import ImportTooLarge
 from activity_svc.events import SOURCE
 from activity_svc.ingestion.merge import (
@@ -61,6 +64,7 @@ from ght_shared.payloads.activity import BatchIngested, ImportPeriod
 _log = logging.getLogger(__name__)
 
 APPLY_STATEMENT = apply_statement()
+ALL_MEASURES = frozenset(MEASURE_NAMES | {BED_DAYS})
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class ImportRequest:
     format: ImportFormat
     on_error: OnError
     filename: str | None = None
+    complete_up_to: date | None = None
+    """The day the sender declares its establishments' data complete up to."""
 
 
 def import_location(import_id: uuid.UUID) -> str:
@@ -143,7 +149,15 @@ async def run_import(
             merged = time.perf_counter()
             _fill_report(report, outcome, request.on_error, started)
             if report.status is not ImportStatus.REJECTED:
-                await _publish(session, report, outcome)
+                moved = await record_received(
+                    session,
+                    establishments,
+                    outcome.last_days,
+                    request.complete_up_to,
+                    principal.sub,
+                    now,
+                )
+                await _publish(session, report, outcome, moved)
             _log.info(
                 "import merged",
                 extra={
@@ -347,7 +361,12 @@ def _fill_report(
     report.duration_ms = int((time.perf_counter() - started) * 1000)
 
 
-async def _publish(session: AsyncSession, report: RecordImport, outcome: MergeOutcome) -> None:
+async def _publish(
+    session: AsyncSession,
+    report: RecordImport,
+    outcome: MergeOutcome,
+    moved: Mapping[str, tuple[date | None, date | None]],
+) -> None:
     period = _period(report.months)
     batch_events = [
         BatchIngested(
@@ -364,7 +383,13 @@ async def _publish(session: AsyncSession, report: RecordImport, outcome: MergeOu
     ]
     await add_events(session, batch_events)
     measures: set[str] = set().union(*outcome.cells.values()) if outcome.cells else set()
-    await reactions.figures_changed(session, set(outcome.cells), measures, report.id)
+    cells = set(outcome.cells)
+    completed = await reactions.cells_completed(session, moved)
+    if completed:
+        # Months now complete (or partial again): every figure of theirs reads otherwise.
+        cells |= completed
+        measures |= ALL_MEASURES
+    await reactions.figures_changed(session, cells, measures, report.id)
 
 
 def _period(months: list[date]) -> ImportPeriod | None:

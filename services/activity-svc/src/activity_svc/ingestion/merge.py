@@ -468,10 +468,17 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         GROUP BY d.unit, d.month
     ),
     per_establishment AS (
-        SELECT finess, sum(accepted) AS accepted, sum(rejected) AS rejected FROM (
-            SELECT d.finess, count(*) AS accepted, 0 AS rejected FROM deduped d GROUP BY d.finess
+        -- last_day: the last day its records cover that had ended when they came (the
+        -- import's local date, TimeZone being the establishments').
+        SELECT finess, sum(accepted) AS accepted, sum(rejected) AS rejected,
+            max(last_day) AS last_day FROM (
+            SELECT d.finess, count(*) AS accepted, 0 AS rejected,
+                max(d.occurred_on) FILTER (
+                    WHERE d.occurred_on < CAST(CAST($2 AS timestamptz) AS date)) AS last_day
+            FROM deduped d GROUP BY d.finess
             UNION ALL
-            SELECT e.establishment, 0, count(*) FROM errors e WHERE e.establishment IS NOT NULL
+            SELECT e.establishment, 0, count(*), NULL FROM errors e
+            WHERE e.establishment IS NOT NULL
             GROUP BY e.establishment
         ) t GROUP BY finess
     ),
@@ -489,7 +496,8 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         (SELECT coalesce(json_agg(f), '[]')::text FROM first_errors f) AS rejections,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
         (SELECT coalesce(json_agg(json_build_object(
-            'finess', finess, 'accepted', accepted, 'rejected', rejected)), '[]')::text
+            'finess', finess, 'accepted', accepted, 'rejected', rejected,
+            'last_day', last_day)), '[]')::text
          FROM per_establishment) AS establishments,
         (SELECT coalesce(array_agg(n_source), '{{}}')
          FROM (SELECT DISTINCT m.n_source FROM merged m) t) AS sources
@@ -551,10 +559,13 @@ class PartOutcome:
     deltas: str
     """Its contribution to ``unit_month`` (unit, month and each measure), as JSON text."""
     establishments: dict[str, tuple[int, int]]
+    last_days: dict[str, date]
+    """Per establishment, the last day its records cover that had ended when they came."""
     sources: list[str]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PartOutcome:
+        establishments = orjson.loads(row["establishments"])
         return cls(
             received=row["received"],
             rejected=row["rejected"],
@@ -563,8 +574,12 @@ class PartOutcome:
             rejections=row["rejections"],
             deltas=row["deltas"],
             establishments={
-                e["finess"]: (int(e["accepted"]), int(e["rejected"]))
-                for e in orjson.loads(row["establishments"])
+                e["finess"]: (int(e["accepted"]), int(e["rejected"])) for e in establishments
+            },
+            last_days={
+                e["finess"]: date.fromisoformat(e["last_day"])
+                for e in establishments
+                if e["last_day"] is not None
             },
             sources=list(row["sources"]),
         )
@@ -585,6 +600,8 @@ class MergeOutcome:
     """Each changed unit-month and the measures that changed in it."""
     establishments: dict[str, tuple[int, int]]
     """Per establishment: accepted and rejected rows."""
+    last_days: dict[str, date]
+    """Per establishment, the last day its records cover that had ended when they came."""
     sources: list[str]
 
     @property
@@ -604,6 +621,10 @@ class MergeOutcome:
             for finess, (accepted, rejected) in part.establishments.items():
                 before = establishments.get(finess, (0, 0))
                 establishments[finess] = (before[0] + accepted, before[1] + rejected)
+        last_days: dict[str, date] = {}
+        for part in parts:
+            for finess, day in part.last_days.items():
+                last_days[finess] = max(day, last_days.get(finess, day))
         received = sum(p.received for p in parts)
         rejected = sum(p.rejected for p in parts)
         return cls(
@@ -614,5 +635,6 @@ class MergeOutcome:
             changed=sum(p.changed for p in parts),
             cells={key: measures for key, measures in cells.items() if measures},
             establishments=establishments,
+            last_days=last_days,
             sources=sorted({source for p in parts for source in p.sources}),
         )

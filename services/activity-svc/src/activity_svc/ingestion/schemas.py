@@ -104,8 +104,17 @@ ActivityRecordIn = Annotated[
 ]
 
 
+COMPLETE_UP_TO = (
+    "The day the data of the establishments sent is complete up to (included), from"
+    " 2000 to today: every record of theirs up to that day has been sent. It stands until"
+    " an import declares another; without any, the day is derived from the records"
+    " (docs/activity.md, data complete up to)."
+)
+
+
 class RecordBatch(StrictModel):
     records: list[ActivityRecordIn] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
+    complete_up_to: IsoDate | None = Field(None, description=COMPLETE_UP_TO)
 
 
 class RejectionRead(ReadModel):

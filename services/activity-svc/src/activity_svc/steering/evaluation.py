@@ -171,7 +171,11 @@ async def evaluate_alerts(
     capacity, a target), and with the existing ones for a new rule (only that one in
     ``rules``; None: every active rule watching the figures). Applying the same figures
     again raises nothing new (the ``alert_once`` constraint). Only flushes.
+
+    A partial month is not evaluated (its days are not all in): neither raised nor
+    cleared until it is complete, when the import that completes it evaluates it.
     """
+    figures = [f for f in figures if not f.partial]
     if not figures:
         return
     watching = await _rules_watching(
