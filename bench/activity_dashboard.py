@@ -226,7 +226,7 @@ def dashboard_answer(response: httpx.Response) -> Answer:
         figures=len(figures),
         org_units=len(units),
         indicators=len(body["indicators"]),
-        with_year_over_year=sum(f["variation_pct"] is not None for f in figures),
+        with_year_over_year=sum(f["variation"] is not None for f in figures),
     )
 
 

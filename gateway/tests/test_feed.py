@@ -40,7 +40,7 @@ from ght_shared.devservers import NatsServer, free_port
 from ght_shared.events import Event, new_event
 from ght_shared.messaging import NatsConnection
 from ght_shared.payloads import PAYLOADS, payload_for
-from ght_shared.payloads.activity import AlertRaised, BatchIngested, IndicatorUpdated
+from ght_shared.payloads.activity import AlertClosed, AlertRaised, BatchIngested, IndicatorUpdated
 from ght_shared.payloads.beds import (
     BedStatusChanged,
     CapacityChanged,
@@ -447,6 +447,18 @@ def _alert(org_unit: str, establishment: str | None) -> Event:
     return alert.event(source="activity-svc", establishment=establishment)
 
 
+def _alert_closed(org_unit: str, establishment: str | None) -> Event:
+    closed = AlertClosed(
+        alert=uuid.uuid4(),
+        rule=uuid.uuid4(),
+        indicator="stays",
+        org_unit=org_unit,
+        period="2026-11",
+        reason="within_threshold",
+    )
+    return closed.event(source="activity-svc", establishment=establishment)
+
+
 def _contract(kind: type[ContractSigned | ContractAmended], establishment: str | None) -> Event:
     # No objective and a contract activity-svc does not know: its consumer writes nothing.
     contract = kind(
@@ -544,6 +556,12 @@ def visibility_cases() -> list[tuple[str, Event, frozenset[str]]]:
         ("figures of the territory", _indicator("GHT-G4", None), TERRITORIAL),
         ("an alert of the CH du Nord", _alert("NORD-MED", CH_NORD), TERRITORIAL | OF_NORD),
         ("an alert of the territory", _alert("GHT-G4", None), TERRITORIAL),
+        (
+            "a closed alert of the CH du Nord",
+            _alert_closed("NORD-MED", CH_NORD),
+            TERRITORIAL | OF_NORD,
+        ),
+        ("a closed alert of the territory", _alert_closed("GHT-G4", None), TERRITORIAL),
         ("a CHU bed", bed_event(CHU), TERRITORIAL | OF_CHU),
         (
             "capacity of a Nord unit",

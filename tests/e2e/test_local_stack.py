@@ -99,7 +99,7 @@ async def _cadre_reads_a_pole_dashboard(client: httpx.AsyncClient) -> None:
     figures = {f["indicator"]: f for f in dashboard.json()["org_unit"]["figures"]}
     exams = figures["imaging_exams"]
     assert exams["value"] > 0 and exams["same_period_last_year"] > 0
-    assert exams["year_to_date_variation_pct"] is not None
+    assert exams["year_to_date_variation"] is not None
     assert dashboard.json()["children"], "the pôle's departments are listed"
 
 

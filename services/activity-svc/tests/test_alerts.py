@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 import pytest
 from activity_testing import CH_NORD, CHU
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from activity_svc import events
+from activity_svc.catalogue import INDICATORS_BY_CODE, VariationUnit
 from activity_svc.indicators.figures import Figures
-from activity_svc.models import Alert, AlertBasis, AlertDirection
+from activity_svc.indicators.values import compute_figures
+from activity_svc.models import Alert, AlertBasis, AlertDirection, UnitMonth
 from activity_svc.steering.alerts import RuleSpec, create_rule
 from activity_svc.steering.evaluation import breaches, evaluate_alerts
 from ght_shared import tables
@@ -46,6 +48,7 @@ def _figures(
     last_year: float | None = 320.0,
     variation: float | None = -6.25,
     target_ytd: float | None = None,
+    unit: VariationUnit = "%",
 ) -> Figures:
     return Figures(
         indicator=indicator,
@@ -54,11 +57,12 @@ def _figures(
         period=period,
         value=value,
         same_period_last_year=last_year,
-        variation_pct=variation,
+        variation=variation,
         year_to_date=ytd,
         year_to_date_last_year=ytd_last_year,
-        year_to_date_variation_pct=ytd_variation,
+        year_to_date_variation=ytd_variation,
         projection=None,
+        variation_unit=unit,
         target_year_to_date=target_ytd,
     )
 
@@ -89,11 +93,11 @@ async def _alerts(database: Database) -> list[Alert]:
         return list(await session.scalars(select(Alert).order_by(Alert.org_unit, Alert.period)))
 
 
-async def _raised_events(database: Database) -> list[Event]:
+async def _raised_events(database: Database, event_type: str = events.ALERT_RAISED) -> list[Event]:
     async with database.transaction() as session:
         payloads = await session.scalars(
             select(tables.outbox.c.payload)
-            .where(tables.outbox.c.event_type == events.ALERT_RAISED)
+            .where(tables.outbox.c.event_type == event_type)
             .order_by(tables.outbox.c.id)
         )
         return [Event.from_bytes(payload) for payload in payloads]
@@ -134,7 +138,7 @@ async def test_a_rule_on_a_pole_raises_an_alert_for_an_org_unit_below_it_past_th
         CHU,
         MARCH,
     )
-    assert (alert.value, alert.reference, alert.deviation_pct, alert.threshold_pct) == (
+    assert (alert.value, alert.reference, alert.deviation, alert.threshold) == (
         876.0,
         1000.0,
         -12.4,
@@ -157,6 +161,7 @@ async def test_a_rule_on_a_pole_raises_an_alert_for_an_org_unit_below_it_past_th
         "reference": 1000.0,
         "deviation": -12.4,
         "threshold": 10.0,
+        "unit": "%",
         "basis": "last_year",
         "direction": "below",
         "message": alert.message,
@@ -207,7 +212,7 @@ async def test_the_month_is_compared_when_there_is_no_year_to_date_variation(
         database, _figures("CHU-RAD", ytd_variation=None, value=330, last_year=300, variation=10)
     )
     (alert,) = await _alerts(database)
-    assert (alert.value, alert.reference, alert.deviation_pct) == (330, 300, 10)
+    assert (alert.value, alert.reference, alert.deviation) == (330, 300, 10)
     assert alert.message == (
         "CHU-RAD: Full stays in 2026-03 10.0 % above the same month last year (threshold 5 %)"
     )
@@ -225,7 +230,7 @@ async def test_a_target_rule_compares_the_year_to_date_with_the_targets(
     )
     (alert,) = await _alerts(database)
     assert (alert.org_unit, alert.value, alert.reference) == ("CHU-RAD", 80, 100)
-    assert alert.deviation_pct == pytest.approx(-20.0)
+    assert alert.deviation == pytest.approx(-20.0)
     assert alert.message == "CHU-RAD: Full stays year to date 20.0 % below target (threshold 15 %)"
 
 
@@ -237,13 +242,13 @@ async def test_an_alert_clears_when_the_figure_comes_back_and_is_raised_again_af
     (first,) = await _alerts(database)
 
     await _evaluate(database, _figures("CHU-RAD", ytd_variation=-2.0))
-    (cleared,) = await _alerts(database)
-    assert cleared.status == "cleared"
+    (closed,) = await _alerts(database)
+    assert closed.status == "closed"
     assert len(await _raised_events(database)) == 1
 
     await _evaluate(database, _figures("CHU-RAD", ytd_variation=-20.0))
     (again,) = await _alerts(database)
-    assert (again.id, again.status, again.deviation_pct) == (first.id, "open", -20.0)
+    assert (again.id, again.status, again.deviation) == (first.id, "open", -20.0)
     assert [e.data["deviation"] for e in await _raised_events(database)] == [-12.4, -20.0]
 
 
@@ -265,7 +270,7 @@ async def test_an_acknowledged_alert_is_not_raised_again_while_it_lasts(
     assert len(await _raised_events(database)) == 1
 
 
-async def test_a_deleted_rule_raises_nothing_and_its_alerts_stay(
+async def test_a_deleted_rule_raises_nothing_and_closes_its_alerts(
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     rule = await _rule(database)
@@ -273,9 +278,131 @@ async def test_a_deleted_rule_raises_nothing_and_its_alerts_stay(
     deleted = await activity.delete(f"/alert-rules/{rule}", headers=auth("direction", CHU))
     assert deleted.status_code == 204
     await _evaluate(database, _figures("CHU-NUC"))
-    assert [a.org_unit for a in await _alerts(database)] == ["CHU-RAD"]
+    (alert,) = await _alerts(database)
+    assert (alert.org_unit, alert.status, alert.detail["closed_reason"]) == (
+        "CHU-RAD",
+        "closed",
+        "rule_deleted",
+    )
+    (closed,) = await _raised_events(database, events.ALERT_CLOSED)
+    assert closed.data["reason"] == "rule_deleted" and closed.data["alert"] == str(alert.id)
     listed = await activity.get("/alerts", headers=auth("direction", CHU))
-    assert [a["org_unit"] for a in listed.json()["items"]] == ["CHU-RAD"]
+    assert [(a["org_unit"], a["status"]) for a in listed.json()["items"]] == [("CHU-RAD", "closed")]
+
+
+async def test_one_alert_per_rule_and_org_unit_whatever_the_months_evaluated(
+    database: Database,
+) -> None:
+    # An import of thirteen months on two departments: two alerts, not twenty-six.
+    await _rule(database)
+    months = [
+        date(2025, 3, 1),
+        *(date(2025, m, 1) for m in range(4, 13)),
+        *(date(2026, m, 1) for m in (1, 2, 3)),
+    ]
+    await _evaluate(
+        database, *(_figures(unit, period=m) for unit in ("CHU-RAD", "CHU-NUC") for m in months)
+    )
+    alerts = await _alerts(database)
+    assert [(a.org_unit, a.period, a.opened_period) for a in alerts] == [
+        ("CHU-NUC", MARCH, MARCH),
+        ("CHU-RAD", MARCH, MARCH),
+    ]
+    assert len(await _raised_events(database)) == 2
+
+
+async def test_an_alert_follows_the_months_until_it_closes_with_its_history(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    april, may = date(2026, 4, 1), date(2026, 5, 1)
+    await _rule(database)
+    await _evaluate(database, _figures("CHU-RAD"))
+    await _evaluate(database, _figures("CHU-RAD", period=april, ytd=850, ytd_variation=-15.0))
+    # A correction of an earlier month changes nothing: the alert reads April.
+    await _evaluate(database, _figures("CHU-RAD", period=date(2026, 2, 1), ytd_variation=-1.0))
+    (alert,) = await _alerts(database)
+    assert (alert.period, alert.opened_period, alert.status) == (april, MARCH, "open")
+    assert (alert.value, alert.deviation) == (850, -15.0)
+
+    await _evaluate(database, _figures("CHU-RAD", period=may, ytd_variation=-3.0))
+    (alert,) = await _alerts(database)
+    assert (alert.period, alert.status, alert.detail["closed_reason"]) == (
+        may,
+        "closed",
+        "within_threshold",
+    )
+    history = await activity.get(f"/alerts/{alert.id}/history", headers=auth("direction", CHU))
+    assert history.status_code == 200, history.text
+    assert [(c["change"], c["period"], c["deviation"]) for c in history.json()["items"]] == [
+        ("opened", "2026-03", -12.4),
+        ("updated", "2026-04", -15.0),
+        ("closed", "2026-05", -3.0),
+    ]
+    assert len(await _raised_events(database)) == 1
+    (closed,) = await _raised_events(database, events.ALERT_CLOSED)
+    assert (closed.data["period"], closed.data["reason"]) == ("2026-05", "within_threshold")
+    hidden = await activity.get(f"/alerts/{alert.id}/history", headers=auth("direction", CH_NORD))
+    assert hidden.status_code == 404
+
+
+async def test_a_rate_rule_reads_its_threshold_in_points(database: Database) -> None:
+    completeness = "coding_completeness_rate"
+    await _rule(database, indicator=completeness, threshold=15)
+    await _rule(database, indicator=completeness, threshold=20)
+    # 79.5 % against 96.96 %: 17.46 points below (it was shown as -18.01 %).
+    await _evaluate(
+        database,
+        _figures(
+            "CHU-RAD",
+            indicator=completeness,
+            ytd=79.5,
+            ytd_last_year=96.96,
+            ytd_variation=-17.46,
+            unit="points",
+        ),
+    )
+    (alert,) = await _alerts(database)
+    assert (alert.deviation, alert.threshold, alert.unit) == (-17.46, 15.0, "points")
+    assert alert.message == (
+        "CHU-RAD: Coding completeness year to date 17.5 points below last year"
+        " (threshold 15 points)"
+    )
+
+
+async def test_an_alert_names_the_children_contributing_most_to_the_change(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    """Imaging exams of the pôle: radiology 100 -> 60, nuclear medicine 50 -> 55: the pôle
+    is 23.3 % down, radiology counts for -26.7 of it and nuclear medicine for +3.3."""
+    await _rule(database, "CHU-IMG", indicator="imaging_exams")  # before the figures
+    async with database.transaction() as session:
+        for unit, last_year, this_year in (("CHU-1101", 100, 60), ("CHU-1201", 50, 55)):
+            for month, exams in ((date(2025, 3, 1), last_year), (MARCH, this_year)):
+                await session.execute(
+                    insert(UnitMonth).values(
+                        unit=unit, month=month, updated_at=datetime.now(UTC), imaging_exams=exams
+                    )
+                )
+    async with database.transaction() as session:
+        figures = await compute_figures(
+            session, [INDICATORS_BY_CODE["imaging_exams"]], [("CHU-IMG", MARCH)], {"CHU-IMG": CHU}
+        )
+        await evaluate_alerts(session, figures)
+    (alert,) = await _alerts(database)
+    read = await activity.get(f"/alerts/{alert.id}", headers=auth("direction", CHU))
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert body["deviation"] == pytest.approx(-70 / 3)
+    assert [(c["org_unit"], c["name"]) for c in body["contributions"]] == [
+        ("CHU-RAD", "Radiologie"),
+        ("CHU-NUC", "Médecine nucléaire"),
+    ]
+    assert [c["contribution"] for c in body["contributions"]] == [
+        pytest.approx(-80 / 3),
+        pytest.approx(10 / 3),
+    ]
+    assert sum(c["contribution"] for c in body["contributions"]) == pytest.approx(-70 / 3)
+    assert (body["contributions"][0]["value"], body["contributions"][0]["reference"]) == (60, 100)
 
 
 # --- alert rules API ---------------------------------------------------------------------
@@ -284,7 +411,7 @@ RULE = {
     "indicator": STAYS,
     "org_unit": "CHU-IMG",
     "basis": "last_year",
-    "threshold_pct": 10,
+    "threshold": 10,
     "direction": "below",
 }
 
@@ -297,7 +424,7 @@ async def test_a_rule_is_created_listed_and_deleted(
     assert created.status_code == 201, created.text
     rule = created.json()
     assert created.headers["location"] == f"alert-rules/{rule['id']}"
-    assert {k: rule[k] for k in RULE} == {**RULE, "threshold_pct": 10.0}
+    assert {k: rule[k] for k in RULE} == {**RULE, "threshold": 10.0}
     assert rule["active"] is True and rule["created_by"] == f"direction-{CHU}"
     other = await activity.post(
         "/alert-rules",
@@ -359,10 +486,10 @@ async def test_each_rule_write_is_audited(
     ("change", "field"),
     [
         ({"colour": "red"}, "colour"),
-        ({"threshold_pct": 0}, "threshold_pct"),
-        ({"threshold_pct": -5}, "threshold_pct"),
-        ({"threshold_pct": "ten"}, "threshold_pct"),
-        ({"threshold_pct": None}, "threshold_pct"),
+        ({"threshold": 0}, "threshold"),
+        ({"threshold": -5}, "threshold"),
+        ({"threshold": "ten"}, "threshold"),
+        ({"threshold": None}, "threshold"),
         ({"basis": "yesterday"}, "basis"),
         ({"direction": "sideways"}, "direction"),
         ({"indicator": 12}, "indicator"),
@@ -527,7 +654,7 @@ async def test_acknowledging_an_alert_needs_a_steering_role_of_its_establishment
     assert [a["id"] for a in listed.json()["items"]] == [str(alert.id)]
 
 
-async def test_acknowledging_an_unknown_or_cleared_alert_is_refused(
+async def test_acknowledging_an_unknown_or_closed_alert_is_refused(
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     admin = auth("admin")
@@ -540,8 +667,8 @@ async def test_acknowledging_an_unknown_or_cleared_alert_is_refused(
     await _evaluate(database, _figures("CHU-RAD"))
     await _evaluate(database, _figures("CHU-RAD", ytd_variation=0.0))
     (alert,) = await _alerts(database)
-    cleared = await activity.post(f"/alerts/{alert.id}/acknowledge", headers=admin)
-    assert cleared.status_code == 409 and cleared.json()["code"] == "alert_cleared"
+    closed = await activity.post(f"/alerts/{alert.id}/acknowledge", headers=admin)
+    assert closed.status_code == 409 and closed.json()["code"] == "alert_closed"
 
 
 @pytest.mark.parametrize(

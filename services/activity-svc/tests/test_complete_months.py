@@ -103,7 +103,7 @@ async def test_the_default_period_is_the_last_complete_month(
     days = last_day_of(before).day
     assert exams["partial"] is False and exams["complete_days"] == days
     assert (exams["value"], exams["same_period_last_year"]) == (2.0 * days, 3.0 * days)
-    assert exams["variation_pct"] == pytest.approx(-100 / 3)
+    assert exams["variation"] == pytest.approx(-100 / 3)
 
 
 async def test_a_partial_month_is_compared_with_the_same_days_of_last_year(
@@ -115,7 +115,7 @@ async def test_a_partial_month_is_compared_with_the_same_days_of_last_year(
     # Before: 20 exams against last year's whole month (90 or 93): -78 %.
     assert exams["partial"] is True and exams["complete_days"] == 10
     assert (exams["value"], exams["same_period_last_year"]) == (20.0, 30.0)
-    assert exams["variation_pct"] == pytest.approx(-100 / 3)
+    assert exams["variation"] == pytest.approx(-100 / 3)
     before = add_months(LAST_MONTH, -1)
     expected_ytd = 20.0 + (2.0 * last_day_of(before).day if before.year == LAST_MONTH.year else 0)
     expected_ytd_last = 30.0 + (
@@ -180,7 +180,7 @@ async def test_alerts_wait_for_the_month_to_be_complete(
         "indicator": "imaging_exams",
         "org_unit": "CHU-RAD",
         "basis": "last_year",
-        "threshold_pct": 10,
+        "threshold": 10,
         "direction": "below",
     }
     # Only the partial month, this year: a third below last year's same days.
@@ -242,3 +242,54 @@ async def test_a_day_to_come_or_before_2000_cannot_be_declared(
     )
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["complete_up_to"]
+
+
+def _act(source_id: str, day: date, coded_after: int | None) -> dict[str, Any]:
+    coded_on = day + timedelta(days=coded_after) if coded_after is not None else None
+    coded = coded_on is not None and coded_on < today()
+    return {
+        "kind": "outpatient_act",
+        "source": "actes",
+        "source_id": source_id,
+        "finess": CHU,
+        "unit": "1101",
+        "date": day.isoformat(),
+        "code": "ZBQK002",
+        "code_system": "CCAM",
+        "coded": coded,
+        **({"coded_on": coded_on.isoformat()} if coded and coded_on else {}),
+    }
+
+
+async def test_coding_completeness_is_compared_at_the_same_lag_both_years(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    """Every day, two acts: one coded 3 days after, one 25 days after (when that day has
+    come). Last year's are all coded by now; this year's of the last weeks not yet. At
+    J+14 both years count the acts coded within 14 days, of the days that all had their
+    14 days: one in two each year."""
+    last_year = add_months(LAST_MONTH, -12)
+    records = []
+    for month in (last_year, LAST_MONTH):
+        for day in range(1, last_day_of(month).day + 1):
+            performed = month.replace(day=day)
+            records += [
+                _act(f"A-{performed}-fast", performed, 3),
+                _act(f"A-{performed}-slow", performed, 25),
+            ]
+    yesterday = today() - timedelta(days=1)
+    records.append(_act("A-yesterday", yesterday, None))  # data complete up to yesterday
+    await _send(activity, auth, records)
+
+    body = await _dashboard(activity, auth, "CHU-IMG", period=f"{LAST_MONTH:%Y-%m}")
+    final = _figure(body["org_unit"], "coding_completeness_rate")
+    assert final["same_period_last_year"] == 100.0
+    at_lag = _figure(body["org_unit"], "coding_completeness_at_lag")
+    assert (at_lag["value"], at_lag["same_period_last_year"]) == (50.0, 50.0)
+    assert (at_lag["variation"], at_lag["variation_unit"]) == (0.0, "points")
+    lag_cut = yesterday - timedelta(days=14)
+    assert at_lag["partial"] is (lag_cut < last_day_of(LAST_MONTH))
+    if at_lag["partial"]:
+        assert at_lag["complete_days"] == (lag_cut.day if lag_cut >= LAST_MONTH else 0)
+        # The final figure counts every day of the month, this year's not all coded yet.
+        assert final["value"] < 100.0 and final["partial"] is False

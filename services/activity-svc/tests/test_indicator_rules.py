@@ -10,7 +10,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS_BY_CODE, coding_delay_measure
-from activity_svc.indicators.figures import Figures
+from activity_svc.indicators.explain import contributions_of
+from activity_svc.indicators.figures import Figures, variation_pct
 from activity_svc.indicators.values import (
     Scope,
     TargetSpec,
@@ -20,7 +21,7 @@ from activity_svc.indicators.values import (
     project_part,
     roll_up,
     value_of,
-    variation_pct,
+    variation_of,
 )
 from activity_svc.models import OrgUnitKind, UnitMonth
 from activity_svc.months import add_months
@@ -69,6 +70,18 @@ def test_a_variation_is_relative_to_the_absolute_reference_and_needs_one() -> No
     assert variation_pct(None, 5.0) is None
 
 
+def test_a_rate_varies_in_points_and_a_volume_in_percent() -> None:
+    completeness = INDICATORS_BY_CODE["coding_completeness_rate"]
+    # 79.5 % against 96.96 %: 17.46 points down, not -18.01 % of itself.
+    assert variation_of(completeness, 79.5, 96.96) == pytest.approx(-17.46)
+    assert completeness.variation_unit == "points"
+    acts = INDICATORS_BY_CODE["outpatient_acts"]
+    assert variation_of(acts, 795.0, 969.6) == pytest.approx(-18.0074, abs=1e-4)
+    assert acts.variation_unit == "%"
+    assert ALOS.variation_unit == "%"  # days, not a rate
+    assert variation_of(completeness, None, 96.96) is None
+
+
 def test_the_year_to_date_sums_the_months_then_divides() -> None:
     sums = {
         month(2024, 1): {"stay_days": 10.0, "stays_full": 2.0},
@@ -96,7 +109,7 @@ def test_the_year_end_projection_applies_last_years_seasonal_profile() -> None:
     )
     assert figures.year_to_date == 36.0
     assert figures.year_to_date_last_year == 30.0
-    assert figures.year_to_date_variation_pct == pytest.approx(20.0)
+    assert figures.year_to_date_variation == pytest.approx(20.0)
     # 36 so far; last year the first quarter made 30 of 300: 36 x 300 / 30.
     assert figures.projection == pytest.approx(360.0)
     assert project_part(36.0, 30.0, 300.0) == pytest.approx(360.0)
@@ -116,7 +129,7 @@ def test_there_is_no_projection_without_last_year() -> None:
     figures = figures_of(STAYS, "CHU-CAR", None, month(2024, 3), sums)
     assert figures.year_to_date == 36.0
     assert figures.same_period_last_year == 0.0
-    assert figures.variation_pct is None
+    assert figures.variation is None
     assert figures.projection is None
 
 
@@ -248,3 +261,22 @@ async def test_the_occupancy_rate_divides_days_by_the_beds_installed_on_the_firs
             session, [OCCUPANCY], [("CHU-CAR", month(2024, 1))], {}
         )
     assert department.value == pytest.approx(100 * 465 / (40 * 31))
+
+
+def test_the_childrens_contributions_to_a_rate_add_up_to_its_change_in_points() -> None:
+    completeness = INDICATORS_BY_CODE["coding_completeness_rate"]
+    # Parent: 90 / 150 = 60 % against 135 / 200 = 67.5 %: -7.5 points.
+    found = contributions_of(
+        completeness,
+        ((90.0, 150.0), (135.0, 200.0)),
+        [("A", "A", ((80.0, 100.0), (95.0, 100.0))), ("B", "B", ((10.0, 50.0), (40.0, 100.0)))],
+    )
+    assert [(c.org_unit, c.value, c.reference) for c in found] == [
+        ("A", 80.0, 95.0),
+        ("B", 20.0, 40.0),
+    ]
+    assert [c.contribution for c in found] == [pytest.approx(-65 / 12), pytest.approx(-25 / 12)]
+    assert sum(c.contribution for c in found) == pytest.approx(-7.5)
+    # A median does not decompose.
+    delay = INDICATORS_BY_CODE["median_coding_delay"]
+    assert contributions_of(delay, ((1.0,), (1.0,)), [("A", "A", ((1.0,), (1.0,)))]) == []

@@ -130,10 +130,10 @@ async def test_values_give_each_month_against_last_year_with_projection_and_targ
     march = body["values"][-1]
     assert march["value"] == 12.0
     assert march["same_period_last_year"] == 10.0
-    assert march["variation_pct"] == pytest.approx(20.0)
+    assert march["variation"] == pytest.approx(20.0)
     assert march["year_to_date"] == 36.0
     assert march["year_to_date_last_year"] == 30.0
-    assert march["year_to_date_variation_pct"] == pytest.approx(20.0)
+    assert march["year_to_date_variation"] == pytest.approx(20.0)
     assert march["projection"] == pytest.approx(36 * 210 / 30)
     assert (march["target"], march["target_year_to_date"], march["target_year"]) == (
         20.0,
@@ -256,7 +256,7 @@ async def test_a_dashboard_gives_every_main_indicator_for_the_org_unit_and_its_c
         assert [f["indicator"] for f in unit["figures"]] == MAIN
     medicine = _figures(body["children"][1])
     assert medicine["stays_full"]["value"] == 12.0
-    assert medicine["stays_full"]["year_to_date_variation_pct"] == pytest.approx(20.0)
+    assert medicine["stays_full"]["year_to_date_variation"] == pytest.approx(20.0)
     assert medicine["average_length_of_stay"]["value"] == pytest.approx(4.0)
     assert medicine["average_length_of_stay"]["same_period_last_year"] == pytest.approx(5.0)
     assert _figures(body["children"][0])["stays_full"]["value"] == 0.0

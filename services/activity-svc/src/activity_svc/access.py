@@ -55,6 +55,12 @@ def ensure_may_read(principal: Principal, finess: str | None) -> None:
     ensure_establishment(principal, finess)
 
 
+def may_read(principal: Principal, finess: str | None) -> bool:
+    """Whether the figures of an establishment (the territory's: None) are the principal's
+    to read, for a lookup that answers 404 rather than 403."""
+    return principal.is_territorial if finess is None else principal.may_act_for(finess)
+
+
 def ensure_may_write(principal: Principal, finess: str | None) -> None:
     """Refuse (403) a write for an establishment, or for the territory (``finess`` None)."""
     ensure_may_read(principal, finess)

@@ -10,8 +10,14 @@ ratio: it is read from a histogram of delays, itself a set of additive measures.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from enum import StrEnum
+from typing import Literal
+
+VariationUnit = Literal["%", "points"]
+"""What a variation or a gap is in: % of the reference, or points for a rate."""
 
 
 class RecordKind(StrEnum):
@@ -52,6 +58,22 @@ CODING_DELAY_BUCKETS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 10, 14, 21, 30,
 
 def coding_delay_measure(index: int) -> str:
     return f"coding_delay_b{index:02d}"
+
+
+def _coding_lag_days() -> int:
+    """``ACTIVITY_CODING_LAG_DAYS`` (14 by default): the lag at which coding completeness is
+    compared across years, one of the histogram's bounds, read once per process as the
+    catalogue is."""
+    raw = os.environ.get("ACTIVITY_CODING_LAG_DAYS", "14")
+    lag = int(raw) if raw.strip().isdigit() else -1
+    if lag not in CODING_DELAY_BUCKETS or lag == 0:
+        bounds = ", ".join(str(b) for b in CODING_DELAY_BUCKETS[1:])
+        raise ValueError(f"ACTIVITY_CODING_LAG_DAYS must be one of {bounds}, not {raw!r}")
+    return lag
+
+
+CODING_LAG_DAYS = _coding_lag_days()
+"""Coding completeness "at J+n" counts the acts coded within this many days of the act."""
 
 
 def _coding_delay_measures() -> list[Measure]:
@@ -174,12 +196,35 @@ class Indicator:
     """SQL over a record ``{r}``: the records behind the value (drill-down)."""
     main: bool = True
     """Shown on the pôle dashboard."""
+    lag_days: int = 0
+    """How long a day's records take to be all counted (coding at J+n): the indicator's
+    data is complete up to ``lag_days`` before its establishment's, so that both years
+    compare acts that all had as long to be coded."""
+
+    def complete_up_to(self, day: date | None) -> date | None:
+        """The day the indicator's figures are complete up to, its establishment's data
+        being complete up to ``day``."""
+        if day is None or not self.lag_days:
+            return day
+        return day - timedelta(days=self.lag_days)
+
     description: str = ""
     tags: tuple[str, ...] = field(default=())
 
     @property
     def is_volume(self) -> bool:
         return not self.denominator and self.aggregation is Aggregation.RATIO
+
+    @property
+    def in_points(self) -> bool:
+        """A rate (in %): its variations and gaps are differences in points (79.5 % against
+        96.96 % is -17.46 points), not in % of itself."""
+        return self.unit == "%"
+
+    @property
+    def variation_unit(self) -> VariationUnit:
+        """What its variations are in: ``points`` for a rate, ``%`` of the reference else."""
+        return "points" if self.in_points else "%"
 
     @property
     def measures(self) -> tuple[str, ...]:
@@ -315,6 +360,27 @@ INDICATORS: tuple[Indicator, ...] = (
         scale=100.0,
         record_kind=RecordKind.OUTPATIENT_ACT,
         tags=("outpatient", "coding"),
+    ),
+    Indicator(
+        "coding_completeness_at_lag",
+        f"Coding completeness at J+{CODING_LAG_DAYS}",
+        f"Exhaustivité du codage à J+{CODING_LAG_DAYS}",
+        "%",
+        _HIGHER,
+        tuple(
+            coding_delay_measure(index)
+            for index, upper in enumerate(CODING_DELAY_BUCKETS)
+            if upper <= CODING_LAG_DAYS
+        ),
+        ("outpatient_acts",),
+        scale=100.0,
+        record_kind=RecordKind.OUTPATIENT_ACT,
+        lag_days=CODING_LAG_DAYS,
+        tags=("outpatient", "coding"),
+        description=f"Outpatient acts coded within {CODING_LAG_DAYS} days of the act, over"
+        " every act: this year and last at the same lag, where the coding completeness"
+        " gives last year's acts a year to be coded. A month counts the acts up to"
+        f" {CODING_LAG_DAYS} days before the day its data is complete up to.",
     ),
     Indicator(
         "median_coding_delay",

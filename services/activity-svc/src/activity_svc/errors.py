@@ -34,8 +34,8 @@ class AlertNotFound(NotFound):
     code = "alert_not_found"
 
 
-class AlertCleared(Conflict):
-    code = "alert_cleared"
+class AlertClosed(Conflict):
+    code = "alert_closed"
 
 
 class ImportRejected(DomainError):

@@ -20,6 +20,7 @@ ORG_UNIT_UPSERTED = referential.ORG_UNIT_UPSERTED
 BATCH_INGESTED = activity.BATCH_INGESTED
 INDICATOR_UPDATED = activity.INDICATOR_UPDATED
 ALERT_RAISED = activity.ALERT_RAISED
+ALERT_CLOSED = activity.ALERT_CLOSED
 
 # Consumed, by their NATS subject (the type without its version).
 CONTRACT_SIGNED = nats_subject_of(contracts.CONTRACT_SIGNED)

@@ -11,7 +11,7 @@ Three groups:
   ``unit_month`` (the measures of one unit in one month, maintained incrementally),
   ``record_import``, ``import_rejection`` and ``data_completeness`` (how far each
   establishment's data is complete);
-- steering: ``target``, ``alert_rule``, ``alert``.
+- steering: ``target``, ``alert_rule``, ``alert`` and ``alert_change`` (its history).
 
 Dates of validity are half-open: ``valid_from <= day < valid_to`` (``valid_to`` NULL
 means still valid).
@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from activity_svc.catalogue import MEASURES, RecordKind
+from activity_svc.catalogue import INDICATORS_BY_CODE, MEASURES, RecordKind, VariationUnit
 from ght_shared.columns import EnumText
 
 # --- the values of the text columns that hold one of a few ----------------------------
@@ -99,7 +99,15 @@ class AlertDirection(StrEnum):
 class AlertStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
-    CLEARED = "cleared"
+    CLOSED = "closed"
+
+
+class AlertChangeKind(StrEnum):
+    OPENED = "opened"
+    UPDATED = "updated"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+    REOPENED = "reopened"
 
 
 class Base(DeclarativeBase):
@@ -353,19 +361,26 @@ class AlertRule(Base):
     org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"))
     """The rule watches this org unit and every org unit below it."""
     basis: Mapped[AlertBasis] = mapped_column(EnumText(AlertBasis))
-    threshold_pct: Mapped[float] = mapped_column(Double)
+    threshold: Mapped[float] = mapped_column(Double)
+    """In points for a rate (its indicator in %), in % of the reference otherwise."""
     direction: Mapped[AlertDirection] = mapped_column(EnumText(AlertDirection))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(Text)
 
+    @property
+    def threshold_unit(self) -> VariationUnit:
+        return INDICATORS_BY_CODE[self.indicator].variation_unit
+
 
 class Alert(Base):
-    """A raised alert: one per rule, org unit and month (raised again only if it clears)."""
+    """A rule's alert on one org unit, following the months: opened when a complete month
+    passes the threshold, updated by the months after it, closed when one comes back
+    within it (or the rule is deleted), reopened if one passes it again."""
 
     __tablename__ = "alert"
     __table_args__ = (
-        UniqueConstraint("rule_id", "org_unit", "period", name="alert_once"),
+        UniqueConstraint("rule_id", "org_unit", name="alert_per_rule"),
         Index("alert_raised_at", "raised_at"),
     )
 
@@ -375,11 +390,40 @@ class Alert(Base):
     org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"))
     finess: Mapped[str | None] = mapped_column(Text)
     period: Mapped[date] = mapped_column(Date)
+    """The month it reads: the latest evaluated."""
+    opened_period: Mapped[date] = mapped_column(Date)
+    """The month it was (last) opened for."""
     value: Mapped[float | None] = mapped_column(Double)
     reference: Mapped[float | None] = mapped_column(Double)
-    deviation_pct: Mapped[float] = mapped_column(Double)
-    threshold_pct: Mapped[float] = mapped_column(Double)
+    deviation: Mapped[float | None] = mapped_column(Double)
+    """From the reference, in ``unit`` (None once there is no reference any more)."""
+    threshold: Mapped[float] = mapped_column(Double)
+    unit: Mapped[str] = mapped_column(Text)
+    """``points`` (a rate) or ``%`` of the reference."""
     message: Mapped[str] = mapped_column(Text)
     status: Mapped[AlertStatus] = mapped_column(EnumText(AlertStatus), default=AlertStatus.OPEN)
     raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When it was (last) opened."""
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    """Basis, direction, the rule's org unit, year to date or month, the children
+    contributing most, acknowledgement, why it closed."""
+
+
+class AlertChange(Base):
+    """One step of an alert's history: opened, updated, acknowledged, closed, reopened."""
+
+    __tablename__ = "alert_change"
+    __table_args__ = (Index("alert_change_alert", "alert_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    change: Mapped[AlertChangeKind] = mapped_column(EnumText(AlertChangeKind))
+    period: Mapped[date] = mapped_column(Date)
+    value: Mapped[float | None] = mapped_column(Double)
+    reference: Mapped[float | None] = mapped_column(Double)
+    deviation: Mapped[float | None] = mapped_column(Double)
+    by: Mapped[str | None] = mapped_column(Text)
+    """Who, for a person's change (an acknowledgement, a rule deleted)."""

@@ -24,6 +24,7 @@ STREAM = "ACTIVITY"
 BATCH_INGESTED = "ght.activity.batch.ingested.v1"
 INDICATOR_UPDATED = "ght.activity.indicator.updated.v1"
 ALERT_RAISED = "ght.activity.alert.raised.v1"
+ALERT_CLOSED = "ght.activity.alert.closed.v1"
 
 
 class ImportPeriod(PayloadPart):
@@ -68,11 +69,25 @@ class IndicatorUpdated(Payload):
     period: Month = Field(description="The month.")
     value: Number | None = Field(description="The month's value.")
     same_period_last_year: Number | None = Field(description="The same month a year before.")
-    variation_pct: Number | None = Field(description="Variation from last year, in %.")
+    variation: Number | None = Field(
+        None,
+        description="Variation from last year, in `variation_unit`: % of last year's figure,"
+        " or points for a rate.",
+    )
+    variation_pct: Number | None = Field(
+        description="Variation from last year in % of it, for every indicator (for a rate,"
+        " read `variation`, in points)."
+    )
     year_to_date: Number | None = Field(description="From January to the month.")
     year_to_date_last_year: Number | None = Field(description="The same months a year before.")
+    year_to_date_variation: Number | None = Field(
+        None, description="Variation of the year to date from last year's, in `variation_unit`."
+    )
     year_to_date_variation_pct: Number | None = Field(
-        description="Variation of the year to date from last year's, in %."
+        description="Variation of the year to date from last year's, in % of it."
+    )
+    variation_unit: Literal["%", "points"] = Field(
+        "%", description="What `variation` and `year_to_date_variation` are in."
     )
     projection: Number | None = Field(description="The year-end projection.")
     target: Number | None = Field(description="The month's target (the year's, spread).")
@@ -91,8 +106,9 @@ class IndicatorUpdated(Payload):
 
 
 class AlertRaised(Payload):
-    """Published when an alert rule's threshold is passed by an indicator's figures, once
-    per rule, org unit and month (again only after the alert was cleared)."""
+    """Published when an alert opens: a complete month's figures of an org unit pass an
+    alert rule's threshold (one alert per rule and org unit, following the months: again
+    only after it closed)."""
 
     EVENT_TYPE: ClassVar[str] = ALERT_RAISED
     SUBJECT: ClassVar[str] = "alert/{alert}"
@@ -106,8 +122,11 @@ class AlertRaised(Payload):
     period: Month = Field(description="The month.")
     value: Number | None = Field(description="The figure compared.")
     reference: Number | None = Field(description="What it is compared with.")
-    deviation: Number = Field(description="The gap, in % of the reference.")
-    threshold: Number = Field(description="The rule's threshold, in %.")
+    deviation: Number = Field(description="The gap from the reference, in `unit`.")
+    threshold: Number = Field(description="The rule's threshold, in `unit`.")
+    unit: Literal["%", "points"] = Field(
+        "%", description="`points` for a rate (an indicator in %), % of the reference else."
+    )
     basis: Literal["last_year", "target"] = Field(description="What the reference is.")
     direction: Literal["above", "below", "either"] = Field(
         description="Which side of the reference the rule watches."
@@ -115,4 +134,23 @@ class AlertRaised(Payload):
     message: str = Field(description="The alert in one sentence, for people.")
 
 
-PAYLOADS: tuple[type[Payload], ...] = (BatchIngested, IndicatorUpdated, AlertRaised)
+class AlertClosed(Payload):
+    """Published when an alert closes: a later month came back within the threshold, had
+    no reference any more, or the rule was deleted."""
+
+    EVENT_TYPE: ClassVar[str] = ALERT_CLOSED
+    SUBJECT: ClassVar[str] = "alert/{alert}"
+    PUBLISHED: ClassVar[bool] = True
+    VISIBILITY: ClassVar[Visibility] = Visibility.ESTABLISHMENT
+
+    alert: uuid.UUID = Field(description="The alert's id.")
+    rule: uuid.UUID = Field(description="The alert rule's id.")
+    indicator: str = Field(description="The indicator's code.")
+    org_unit: str = Field(description="The org unit's code.")
+    period: Month = Field(description="The month it read when it closed.")
+    reason: Literal["within_threshold", "no_reference", "rule_deleted"] = Field(
+        description="Why it closed."
+    )
+
+
+PAYLOADS: tuple[type[Payload], ...] = (BatchIngested, IndicatorUpdated, AlertRaised, AlertClosed)

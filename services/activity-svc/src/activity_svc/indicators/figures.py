@@ -6,16 +6,25 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+from activity_svc.catalogue import VariationUnit
 from activity_svc.months import last_day_of
 from ght_shared.payloads.activity import IndicatorUpdated
+
+
+def variation_pct(value: float | None, reference: float | None) -> float | None:
+    """``(value - reference) / |reference| x 100``; None without a non-zero reference."""
+    if value is None or reference is None or reference == 0:
+        return None
+    return (value - reference) / abs(reference) * 100.0
 
 
 @dataclass(frozen=True)
 class Figures:
     """An indicator's value for a month with its comparisons (None where not computable).
 
-    Variations are in % of the reference (``(value - reference) / |reference| x 100``);
-    the projection applies last year's seasonal profile to this year's year to date.
+    Variations are in % of the reference (``(value - reference) / |reference| x 100``),
+    or for a rate in points (``value - reference``), as ``variation_unit`` says; the
+    projection applies last year's seasonal profile to this year's year to date.
     """
 
     indicator: str
@@ -25,11 +34,13 @@ class Figures:
     """The month (its first day)."""
     value: float | None
     same_period_last_year: float | None
-    variation_pct: float | None
+    variation: float | None
     year_to_date: float | None
     year_to_date_last_year: float | None
-    year_to_date_variation_pct: float | None
+    year_to_date_variation: float | None
     projection: float | None
+    variation_unit: VariationUnit = "%"
+    """``%`` of the reference, or ``points`` for a rate."""
     target: float | None = None
     """The target of the month (the year's target spread by its monthly profile)."""
     target_year_to_date: float | None = None
@@ -58,10 +69,15 @@ class Figures:
             period=self.period.strftime("%Y-%m"),
             value=self.value,
             same_period_last_year=self.same_period_last_year,
-            variation_pct=self.variation_pct,
+            variation=self.variation,
+            variation_pct=variation_pct(self.value, self.same_period_last_year),
             year_to_date=self.year_to_date,
             year_to_date_last_year=self.year_to_date_last_year,
-            year_to_date_variation_pct=self.year_to_date_variation_pct,
+            year_to_date_variation=self.year_to_date_variation,
+            year_to_date_variation_pct=variation_pct(
+                self.year_to_date, self.year_to_date_last_year
+            ),
+            variation_unit=self.variation_unit,
             projection=self.projection,
             target=self.target,
             target_year=self.target_year,

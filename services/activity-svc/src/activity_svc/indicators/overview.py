@@ -71,7 +71,7 @@ async def activity_overview(
                 period=f.period.strftime("%Y-%m"),
                 year_to_date=f.year_to_date,
                 same_period_last_year=f.year_to_date_last_year,
-                change=f.year_to_date_variation_pct,
+                change=f.year_to_date_variation,  # volumes: in %
             )
         )
     overview = ActivityOverview(

@@ -15,6 +15,7 @@ from activity_svc.catalogue import (
     Direction,
     Indicator,
     RecordKind,
+    VariationUnit,
 )
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
@@ -98,10 +99,16 @@ class FiguresRead(BaseModel):
     period: str = Field(description="The month, YYYY-MM.")
     value: float | None
     same_period_last_year: float | None
-    variation_pct: float | None = Field(description="(value - last year) / |last year| x 100.")
+    variation: float | None = Field(
+        description="From last year: (value - last year) / |last year| x 100 in %, or for a"
+        " rate value - last year in points (`variation_unit`)."
+    )
     year_to_date: float | None
     year_to_date_last_year: float | None
-    year_to_date_variation_pct: float | None
+    year_to_date_variation: float | None
+    variation_unit: VariationUnit = Field(
+        description="`%` of last year's figure, or `points` for a rate (in %)."
+    )
     projection: float | None = Field(
         description="Year-end projection: last year's seasonal profile applied to this "
         "year's year to date."
@@ -125,10 +132,11 @@ class FiguresRead(BaseModel):
             period=figures.period.strftime("%Y-%m"),
             value=figures.value,
             same_period_last_year=figures.same_period_last_year,
-            variation_pct=figures.variation_pct,
+            variation=figures.variation,
             year_to_date=figures.year_to_date,
             year_to_date_last_year=figures.year_to_date_last_year,
-            year_to_date_variation_pct=figures.year_to_date_variation_pct,
+            year_to_date_variation=figures.year_to_date_variation,
+            variation_unit=figures.variation_unit,
             projection=figures.projection,
             target=figures.target,
             target_year_to_date=figures.target_year_to_date,

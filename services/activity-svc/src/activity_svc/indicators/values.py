@@ -40,7 +40,7 @@ from activity_svc.catalogue import (
     Indicator,
 )
 from activity_svc.completeness import complete_up_to, is_complete
-from activity_svc.indicators.figures import Figures
+from activity_svc.indicators.figures import Figures, variation_pct
 from activity_svc.months import add_months, first_of_month, last_day_of, months_between
 
 
@@ -91,11 +91,16 @@ def roll_up(parts: Iterable[Parts]) -> Parts:
     return tuple(total)
 
 
-def variation_pct(value: float | None, reference: float | None) -> float | None:
-    """``(value - reference) / |reference| x 100``; None without a non-zero reference."""
-    if value is None or reference is None or reference == 0:
+def variation_of(
+    indicator: Indicator, value: float | None, reference: float | None
+) -> float | None:
+    """The variation of ``value`` from ``reference``: in points for a rate, else in % of
+    the reference; None without both (or, in %, without a non-zero reference)."""
+    if not indicator.in_points:
+        return variation_pct(value, reference)
+    if value is None or reference is None:
         return None
-    return (value - reference) / abs(reference) * 100.0
+    return value - reference
 
 
 def project_part(
@@ -240,6 +245,12 @@ class Series:
     def _at(self, year: int, month: int) -> int:
         return (year - self.start.year) * 12 + month - 1
 
+    def parts(self, month: date, year_to_date: bool) -> tuple[Parts, Parts]:
+        """The parts of a complete ``month`` (or of its year to date), and last year's."""
+        this, last = self._at(month.year, month.month), self._at(month.year - 1, month.month)
+        summed = self.year_to_date if year_to_date else self.monthly
+        return summed[this], summed[last]
+
     def _before(self, month: date) -> Parts:
         """The year to date at the end of the month before ``month`` (zeros in January)."""
         if month.month == 1:
@@ -304,11 +315,12 @@ class Series:
             period=month,
             value=value,
             same_period_last_year=reference,
-            variation_pct=variation_pct(value, reference),
+            variation=variation_of(indicator, value, reference),
             year_to_date=year_to_date,
             year_to_date_last_year=year_to_date_last,
-            year_to_date_variation_pct=variation_pct(year_to_date, year_to_date_last),
+            year_to_date_variation=variation_of(indicator, year_to_date, year_to_date_last),
             projection=projection,
+            variation_unit=indicator.variation_unit,
             target=target_month,
             target_year_to_date=target_ytd,
             target_year=target_year,
@@ -452,25 +464,25 @@ def _pieces_sql(measures: Sequence[str], scope: Scope) -> str:
         )
     )
     return f"""
-    SELECT w.ancestor, w.month, {sums}
+    SELECT w.ancestor, w.month, w.days, {sums}
     FROM unnest(CAST(:ancestors AS text[]), CAST(:months AS date[]), CAST(:days AS int[]),
                 CAST(:heads AS bool[])) AS w(ancestor, month, days, head)
     JOIN org_unit_membership memb ON memb.ancestor = w.ancestor
     JOIN activity_record r ON r.unit = memb.unit AND r.month = w.month
         AND (extract(day FROM r.occurred_on) <= w.days) = w.head {membership}
-    GROUP BY w.ancestor, w.month
+    GROUP BY w.ancestor, w.month, w.days
     """
 
 
 async def load_partial_sums(
     session: AsyncSession,
-    cuts: Mapping[str, date],
+    cuts: Collection[tuple[str, date]],
     measures: Collection[str],
     sums: Mapping[str, Sums],
     scope: Scope = Scope.AS_WAS,
-) -> dict[str, PartialSums]:
-    """Each org unit's measures over its cut's month up to the cut, and over the same days
-    a year before (``bed_days`` in proportion of the days).
+) -> dict[tuple[str, date], PartialSums]:
+    """Each (org unit, cut): its measures over the cut's month up to the cut, and over the
+    same days a year before (``bed_days`` in proportion of the days).
 
     Read from the records of the smaller side of the month: the days up to the cut, or
     the month's sums (``sums``, as :func:`load_sums` returns them) less the days after
@@ -479,10 +491,11 @@ async def load_partial_sums(
     """
     columns = sorted(m for m in measures if m != BED_DAYS)
     wanted: list[tuple[str, date, int, bool]] = []
-    for code, cut in cuts.items():
+    for code, cut in sorted(set(cuts)):
         for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
             wanted.append((code, month, cut.day, 2 * cut.day <= last_day_of(month).day))
-    read: dict[tuple[str, date], Mapping[str, float]] = {}
+    wanted = list(dict.fromkeys(wanted))  # a cut's last year may be another cut's month
+    read: dict[tuple[str, date, int], Mapping[str, float]] = {}
     if columns and wanted:
         rows = await session.execute(
             text(_pieces_sql(columns, scope)),
@@ -493,12 +506,12 @@ async def load_partial_sums(
                 "heads": [w[3] for w in wanted],
             },
         )
-        for ancestor, month, *values in rows:
-            read[(ancestor, month)] = dict(zip(columns, map(float, values), strict=True))
-    pieces: dict[tuple[str, date], dict[str, float]] = {}
+        for ancestor, month, days, *values in rows:
+            read[(ancestor, month, days)] = dict(zip(columns, map(float, values), strict=True))
+    pieces: dict[tuple[str, date, int], dict[str, float]] = {}
     for code, month, day, head in wanted:
         whole = sums.get(code, {}).get(month, {})
-        counted = read.get((code, month), {})
+        counted = read.get((code, month, day), {})
         piece = {
             m: counted.get(m, 0.0) if head else whole.get(m, 0.0) - counted.get(m, 0.0)
             for m in columns
@@ -506,13 +519,13 @@ async def load_partial_sums(
         if BED_DAYS in measures:
             days = last_day_of(month).day
             piece[BED_DAYS] = whole.get(BED_DAYS, 0.0) * min(day, days) / days
-        pieces[(code, month)] = piece
+        pieces[(code, month, day)] = piece
     return {
-        code: (
-            pieces[(code, first_of_month(cut))],
-            pieces[(code, date(cut.year - 1, cut.month, 1))],
+        (code, cut): (
+            pieces[(code, first_of_month(cut), cut.day)],
+            pieces[(code, date(cut.year - 1, cut.month, 1), cut.day)],
         )
-        for code, cut in cuts.items()
+        for code, cut in cuts
     }
 
 
@@ -571,9 +584,10 @@ async def compute_figures(
     complete = await complete_up_to(session, {finess_of.get(code) for code in org_units})
     cut_of = {code: complete[finess_of.get(code)] for code in org_units}
     cuts = {
-        code: cut
+        (code, cut)
         for code, month in pairs
-        if (cut := cut_of[code]) is not None
+        for indicator in indicators
+        if (cut := indicator.complete_up_to(cut_of[code])) is not None
         and not is_complete(month, cut)
         and cut.year == month.year
     }
@@ -587,9 +601,7 @@ async def compute_figures(
             if key not in series:
                 series[key] = Series(indicator, sums.get(code, {}), first, last)
             target = targets.get((indicator.code, code, month.year))
-            result.append(
-                series[key].figures(
-                    code, finess_of.get(code), month, target, cut_of[code], pieces.get(code)
-                )
-            )
+            cut = indicator.complete_up_to(cut_of[code])
+            piece = pieces.get((code, cut)) if cut is not None else None
+            result.append(series[key].figures(code, finess_of.get(code), month, target, cut, piece))
     return result

@@ -12,15 +12,26 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import reactions
 from activity_svc.access import ensure_may_steer
-from activity_svc.errors import AlertCleared, AlertNotFound, AlertRuleNotFound
+from activity_svc.errors import AlertClosed, AlertNotFound, AlertRuleNotFound
 from activity_svc.lookups import indicator_of, org_unit_of
-from activity_svc.models import Alert, AlertBasis, AlertDirection, AlertRule, AlertStatus
+from activity_svc.models import (
+    Alert,
+    AlertBasis,
+    AlertChange,
+    AlertChangeKind,
+    AlertDirection,
+    AlertRule,
+    AlertStatus,
+)
+from activity_svc.steering.evaluation import close_alert, closed_event
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
+from ght_shared.outbox import add_events
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,8 @@ class RuleSpec:
     indicator: str
     org_unit: str
     basis: AlertBasis
-    threshold_pct: float
+    threshold: float
+    """In points for a rate (its indicator in %), in % of the reference otherwise."""
     direction: AlertDirection
 
 
@@ -45,7 +57,7 @@ async def create_rule(session: AsyncSession, actor: Principal, spec: RuleSpec) -
         indicator=spec.indicator,
         org_unit=spec.org_unit,
         basis=spec.basis,
-        threshold_pct=spec.threshold_pct,
+        threshold=spec.threshold,
         direction=spec.direction,
         active=True,
         created_at=datetime.now(UTC),
@@ -63,7 +75,7 @@ async def create_rule(session: AsyncSession, actor: Principal, spec: RuleSpec) -
             "indicator": rule.indicator,
             "org_unit": rule.org_unit,
             "basis": rule.basis,
-            "threshold_pct": rule.threshold_pct,
+            "threshold": rule.threshold,
             "direction": rule.direction,
         },
     )
@@ -72,14 +84,26 @@ async def create_rule(session: AsyncSession, actor: Principal, spec: RuleSpec) -
 
 
 async def stop_rule(session: AsyncSession, actor: Principal, rule_id: uuid.UUID) -> AlertRule:
-    """Stop an active rule (404 ``alert_rule_not_found`` otherwise); its alerts stay."""
+    """Stop an active rule (404 ``alert_rule_not_found`` otherwise); its alerts still open
+    close (reason ``rule_deleted``, with ``alert.closed``) and stay readable."""
     rule = await session.get(AlertRule, rule_id, with_for_update=True)
     if rule is None or not rule.active:
         raise AlertRuleNotFound(f"No alert rule {rule_id}.", rule=str(rule_id))
     unit = await org_unit_of(session, rule.org_unit)
     await ensure_may_steer(session, actor, unit)
     rule.active = False
+    now = datetime.now(UTC)
+    still_open = await session.scalars(
+        select(Alert)
+        .where(Alert.rule_id == rule.id, Alert.status != AlertStatus.CLOSED)
+        .with_for_update()
+    )
+    events = []
+    for alert in still_open:
+        close_alert(session, alert, now, "rule_deleted", by=actor.sub)
+        events.append(closed_event(alert, "rule_deleted"))
     await session.flush()
+    await add_events(session, events)
     await record_audit(
         session, actor, "alert_rule.deleted", f"alert_rule/{rule.id}", establishment=unit.finess
     )
@@ -87,22 +111,35 @@ async def stop_rule(session: AsyncSession, actor: Principal, rule_id: uuid.UUID)
 
 
 async def acknowledge_alert(session: AsyncSession, actor: Principal, alert_id: uuid.UUID) -> Alert:
-    """Mark an open alert as seen (again: no change); a cleared one is over (409)."""
+    """Mark an open alert as seen (again: no change); a closed one is over (409)."""
     alert = await session.get(Alert, alert_id, with_for_update=True)
     if alert is None:
         raise AlertNotFound(f"No alert {alert_id}.", alert=str(alert_id))
     await ensure_may_steer(session, actor, await org_unit_of(session, alert.org_unit))
-    if alert.status is AlertStatus.CLEARED:
-        raise AlertCleared("This alert has cleared: there is nothing to acknowledge.")
+    if alert.status is AlertStatus.CLOSED:
+        raise AlertClosed("This alert has closed: there is nothing to acknowledge.")
     if alert.status is AlertStatus.ACKNOWLEDGED:
         return alert
     now = datetime.now(UTC)
     alert.status = AlertStatus.ACKNOWLEDGED
+    alert.updated_at = now
     alert.detail = {
         **alert.detail,
         "acknowledged_at": now.isoformat(),
         "acknowledged_by": actor.sub,
     }
+    session.add(
+        AlertChange(
+            alert_id=alert.id,
+            at=now,
+            change=AlertChangeKind.ACKNOWLEDGED,
+            period=alert.period,
+            value=alert.value,
+            reference=alert.reference,
+            deviation=alert.deviation,
+            by=actor.sub,
+        )
+    )
     await session.flush()
     await record_audit(
         session, actor, "alert.acknowledged", f"alert/{alert.id}", establishment=alert.finess

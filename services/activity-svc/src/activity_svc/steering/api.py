@@ -11,14 +11,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read
-from activity_svc.errors import TargetNotFound
+from activity_svc.access import AUTH_RESPONSES, Reader, Steerer, ensure_may_read, may_read
+from activity_svc.errors import AlertNotFound, TargetNotFound
 from activity_svc.lookups import indicator_of, org_unit_of, subtree
-from activity_svc.models import Alert, AlertRule, AlertStatus, OrgUnit, Target, TargetSource
+from activity_svc.models import (
+    Alert,
+    AlertChange,
+    AlertRule,
+    AlertStatus,
+    OrgUnit,
+    Target,
+    TargetSource,
+)
 from activity_svc.steering import alerts, targets
 from activity_svc.steering.alerts import RuleSpec
 from activity_svc.steering.schemas import (
+    AlertChangeRead,
     AlertRead,
     AlertRuleCreate,
     AlertRuleRead,
@@ -187,7 +197,7 @@ async def create_alert_rule(
     rule = await alerts.create_rule(
         session,
         principal,
-        RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold_pct, body.direction),
+        RuleSpec(body.indicator, body.org_unit, body.basis, body.threshold, body.direction),
     )
     response.headers["Location"] = f"alert-rules/{rule.id}"  # relative, as everywhere
     return rule
@@ -233,7 +243,7 @@ async def list_alert_rules(
     "/alert-rules/{rule_id}",
     tags=["alerts"],
     status_code=204,
-    summary="Stop an alert rule (its alerts stay)",
+    summary="Stop an alert rule (its open alerts close, and stay readable)",
     responses={404: {"description": "No such active rule (`alert_rule_not_found`)."}},
 )
 async def delete_alert_rule(
@@ -290,6 +300,48 @@ async def list_alerts(
     return Page.of(rows, limit, key=lambda a: (a.raised_at, a.id), read=AlertRead.model_validate)
 
 
+async def _readable_alert(session: AsyncSession, principal: Reader, alert_id: uuid.UUID) -> Alert:
+    alert = await session.get(Alert, alert_id)
+    if alert is None or not may_read(principal, alert.finess):
+        raise AlertNotFound(f"No alert {alert_id}.", alert=str(alert_id))  # as if none
+    return alert
+
+
+@router.get(
+    "/alerts/{alert_id}",
+    tags=["alerts"],
+    summary="An alert, with the children contributing most",
+    response_model=AlertRead,
+    responses={404: {"description": "No such alert (`alert_not_found`)."}},
+)
+async def get_alert(alert_id: uuid.UUID, principal: Reader, session: SessionDep) -> Alert:
+    return await _readable_alert(session, principal, alert_id)
+
+
+@router.get(
+    "/alerts/{alert_id}/history",
+    tags=["alerts"],
+    summary="An alert's history: opened, updated, acknowledged, closed, reopened",
+    response_model=Page[AlertChangeRead],
+    responses={404: {"description": "No such alert (`alert_not_found`)."}},
+)
+async def alert_history(
+    alert_id: uuid.UUID,
+    principal: Reader,
+    session: SessionDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[AlertChangeRead]:
+    """Oldest first."""
+    await _readable_alert(session, principal, alert_id)
+    query = select(AlertChange).where(AlertChange.alert_id == alert_id)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, int)
+        query = query.where(AlertChange.id > after)
+    rows = (await session.scalars(query.order_by(AlertChange.id).limit(limit + 1))).all()
+    return Page.of(rows, limit, key=lambda c: (c.id,), read=AlertChangeRead.model_validate)
+
+
 @router.post(
     "/alerts/{alert_id}/acknowledge",
     tags=["alerts"],
@@ -297,7 +349,7 @@ async def list_alerts(
     response_model=AlertRead,
     responses={
         404: {"description": "No such alert (`alert_not_found`)."},
-        409: {"description": "The alert has cleared (`alert_cleared`)."},
+        409: {"description": "The alert has closed (`alert_closed`)."},
     },
 )
 async def acknowledge_alert(alert_id: uuid.UUID, principal: Steerer, session: SessionDep) -> Alert:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from activity_svc.models import AlertBasis, AlertDirection, AlertStatus, TargetSource
+from activity_svc.catalogue import VariationUnit
+from activity_svc.models import (
+    Alert,
+    AlertBasis,
+    AlertChangeKind,
+    AlertDirection,
+    AlertStatus,
+    TargetSource,
+)
 from ght_shared.schemas import ReadModel, StrictModel
 
 # Strict: a string, a boolean or null is a wrong type, not a number to coerce.
@@ -49,7 +57,12 @@ class AlertRuleCreate(StrictModel):
         min_length=1, max_length=100, description="Watched with every org unit below it."
     )
     basis: AlertBasis = Field(description="Compare with last year or with the target.")
-    threshold_pct: Number = Field(gt=0, le=10_000, description="In % of the reference.")
+    threshold: Number = Field(
+        gt=0,
+        le=10_000,
+        description="In points for a rate (an indicator in %: 5 = five points below or above"
+        " the reference), in % of the reference otherwise.",
+    )
     direction: AlertDirection
 
 
@@ -58,24 +71,96 @@ class AlertRuleRead(ReadModel):
     indicator: str
     org_unit: str
     basis: AlertBasis
-    threshold_pct: float
+    threshold: float
+    threshold_unit: VariationUnit = Field(description="`points` for a rate, `%` otherwise.")
     direction: AlertDirection
     active: bool
     created_at: datetime
     created_by: str
 
 
+class ContributionRead(BaseModel):
+    """A child's share of its parent's change from last year."""
+
+    org_unit: str
+    name: str
+    value: float | None = Field(description="The child's figure.")
+    reference: float | None = Field(description="The child's figure last year.")
+    contribution: float = Field(
+        description="Its share of the parent's variation, in the variation's unit: the"
+        " children's add up to it."
+    )
+
+
 class AlertRead(ReadModel):
+    """A rule's alert on one org unit, following the months (opened, updated, closed)."""
+
     id: uuid.UUID
     rule_id: uuid.UUID
     indicator: str
     org_unit: str
     finess: str | None
+    period: Month = Field(description="The month it reads: the latest complete one evaluated.")
+    opened_period: Month = Field(description="The month it was (last) opened for.")
+    value: float | None
+    reference: float | None
+    deviation: float | None = Field(description="The gap from the reference, in `unit`.")
+    threshold: float
+    unit: VariationUnit
+    message: str
+    status: AlertStatus
+    raised_at: datetime = Field(description="When it was (last) opened.")
+    updated_at: datetime
+    closed_at: datetime | None
+    closed_reason: str | None = Field(
+        description="`within_threshold`, `no_reference` or `rule_deleted`; null while open."
+    )
+    contributions: list[ContributionRead] = Field(
+        description="The children contributing most to the change from last year, biggest"
+        " first (none for a median)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_detail(cls, data: Any) -> Any:
+        if isinstance(data, Alert):
+            detail = data.detail or {}
+            return {
+                **{name: getattr(data, name) for name in _ALERT_COLUMNS},
+                "closed_reason": detail.get("closed_reason"),
+                "contributions": detail.get("contributions", []),
+            }
+        return data
+
+
+_ALERT_COLUMNS = (
+    "id",
+    "rule_id",
+    "indicator",
+    "org_unit",
+    "finess",
+    "period",
+    "opened_period",
+    "value",
+    "reference",
+    "deviation",
+    "threshold",
+    "unit",
+    "message",
+    "status",
+    "raised_at",
+    "updated_at",
+    "closed_at",
+)
+
+
+class AlertChangeRead(ReadModel):
+    """One step of an alert's history."""
+
+    change: AlertChangeKind
+    at: datetime
     period: Month
     value: float | None
     reference: float | None
-    deviation_pct: float
-    threshold_pct: float
-    message: str
-    status: AlertStatus
-    raised_at: datetime
+    deviation: float | None
+    by: str | None = Field(description="Who, for a person's change.")

@@ -1,0 +1,147 @@
+"""What explains a figure's change from last year: each child's contribution.
+
+A child's contribution is its share of the parent's variation, in the variation's own
+unit, so that the contributions of the children add up to it (the parent's figure is
+its children's parts summed, then divided):
+
+- a volume: ``(V_i - V_i_ref) / |V_ref| x 100`` (% of last year's total);
+- a ratio ``R = N / D`` (rates in points, other ratios in %): the child's numerator
+  less what last year's ratio would have given for its denominator, this year over
+  last year, ``(N_i - R_ref D_i) / D - (N_i_ref - R_ref D_i_ref) / D_ref``, which
+  sums to ``R - R_ref`` over the children and holds both a child's own change and the
+  change of its weight (a unit taking more of the activity at a lower rate);
+- a median does not decompose: no contribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activity_svc.catalogue import Aggregation, Indicator
+from activity_svc.indicators.values import Parts, Scope, Series, load_sums
+from activity_svc.months import add_months
+
+MAX_CONTRIBUTIONS = 5
+"""The children kept with an alert: those contributing most."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One child's part in its parent's variation from last year."""
+
+    org_unit: str
+    name: str
+    value: float | None
+    reference: float | None
+    contribution: float
+    """Its share of the parent's variation, in the variation's unit (they add up to it)."""
+
+
+# The active direct children of each (org unit, day), as it was that day, with their names.
+_CHILDREN = text(
+    """
+    SELECT w.parent, w.day, v.code, v.name
+    FROM unnest(CAST(:parents AS text[]), CAST(:days AS date[])) AS w(parent, day)
+    JOIN org_unit_version v ON v.parent = w.parent AND v.active
+        AND v.valid_from <= w.day AND (v.valid_to IS NULL OR v.valid_to > w.day)
+    ORDER BY w.parent, w.day, v.name, v.code
+    """
+)
+
+
+def contributions_of(
+    indicator: Indicator,
+    parent: tuple[Parts, Parts],
+    children: Sequence[tuple[str, str, tuple[Parts, Parts]]],
+) -> list[Contribution]:
+    """Each child's contribution (``children``: code, name and its parts this year and
+    last), biggest first; none for a median or without last year."""
+    if indicator.aggregation is Aggregation.MEDIAN:
+        return []
+    this, last = parent
+    found = []
+    for code, name, (child, child_last) in children:
+        share = _share(indicator, this, last, child, child_last)
+        if share is None:
+            return []
+        found.append(
+            Contribution(
+                org_unit=code,
+                name=name,
+                value=_value(indicator, child),
+                reference=_value(indicator, child_last),
+                contribution=share,
+            )
+        )
+    return sorted(found, key=lambda c: (-abs(c.contribution), c.org_unit))
+
+
+def _value(indicator: Indicator, parts: Parts) -> float | None:
+    if len(parts) == 1:
+        return parts[0] * indicator.scale
+    return indicator.scale * parts[0] / parts[1] if parts[1] else None
+
+
+def _share(
+    indicator: Indicator, this: Parts, last: Parts, child: Parts, child_last: Parts
+) -> float | None:
+    if len(this) == 1:  # a volume
+        if last[0] == 0:
+            return None
+        return (child[0] - child_last[0]) / abs(last[0]) * 100.0
+    denominator = this[1]
+    numerator_last, denominator_last = last
+    if denominator == 0 or denominator_last == 0:
+        return None
+    reference = numerator_last / denominator_last
+    points = indicator.scale * (
+        (child[0] - reference * child[1]) / denominator
+        - (child_last[0] - reference * child_last[1]) / denominator_last
+    )
+    if indicator.in_points:
+        return points
+    reference_value = indicator.scale * reference
+    return points / abs(reference_value) * 100.0 if reference_value else None
+
+
+async def children_contributions(
+    session: AsyncSession,
+    indicator: Indicator,
+    wanted: Collection[tuple[str, date]],
+    year_to_date: bool,
+    scope: Scope = Scope.AS_WAS,
+) -> dict[tuple[str, date], list[Contribution]]:
+    """For each (org unit, complete month), its children's contributions to the change of
+    ``indicator`` (of the month, or of its year to date) from last year, biggest first.
+    Two statements whatever the number of org units: the children, and their sums."""
+    if not wanted:
+        return {}
+    pairs = sorted(set(wanted))
+    children: dict[tuple[str, date], list[tuple[str, str]]] = {pair: [] for pair in pairs}
+    rows = await session.execute(
+        _CHILDREN, {"parents": [p for p, _ in pairs], "days": [m for _, m in pairs]}
+    )
+    for parent, day, code, name in rows:
+        children[(parent, day)].append((code, name))
+    codes = {code for found in children.values() for code, _ in found}
+    codes |= {parent for parent, _ in pairs}
+    months = [month for _, month in pairs]
+    first, last = date(min(months).year - 1, 1, 1), max(months)
+    sums = await load_sums(session, codes, first, last, indicator.measures, scope)
+    series = {
+        code: Series(indicator, sums.get(code, {}), add_months(min(months), -12), last)
+        for code in codes
+    }
+    result = {}
+    for (parent, month), found in children.items():
+        result[(parent, month)] = contributions_of(
+            indicator,
+            series[parent].parts(month, year_to_date),
+            [(code, name, series[code].parts(month, year_to_date)) for code, name in found],
+        )
+    return result
