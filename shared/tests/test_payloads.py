@@ -136,6 +136,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "direction": "below",
         "message": "CHU-IMG: Full stays in 2025-03 18.0 % below the same month last year",
     },
+    "ght.activity.alert.closed.v1": {
+        "alert": str(uuid.UUID(int=2)),
+        "rule": str(uuid.UUID(int=3)),
+        "indicator": "stays_full",
+        "org_unit": "CHU-IMG",
+        "period": "2025-04",
+        "reason": "within_threshold",
+    },
     "ght.beds.bed.status_changed.v1": {
         "bed": "4211",
         "unit": "CHU-2101",
