@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, date, datetime
 
+import httpx
 import pytest
 from activity_testing import CHU, TERRITORY
 from sqlalchemy import insert, select, text
@@ -18,6 +19,7 @@ from activity_svc.reactions import figures_changed
 from activity_svc.referential.tree import OrgUnitChange, upsert_org_unit
 from ght_shared.db import Database
 from ght_shared.events import Event, nats_subject_of
+from ght_shared.testing import Headers
 from ght_shared.testing.streams import published
 
 pytestmark = pytest.mark.usefixtures("territory")
@@ -157,3 +159,58 @@ async def test_the_changed_figures_are_checked_against_the_alert_rules(
         alerts = (await session.scalars(select(Alert))).all()
     assert {(a.org_unit, a.period) for a in alerts} == {("CHU-RAD", MARCH), ("CHU-IMG", MARCH)}
     assert all(a.deviation == pytest.approx(-50.0) for a in alerts)
+
+
+async def test_a_move_in_the_tree_republishes_the_org_units_it_left_and_joined(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    """Cardiology moves from the medicine pôle to imaging on 1 July 2024: both pôles'
+    figures from July on change, and are published; June's are not."""
+    june, july, august = date(2024, 6, 1), date(2024, 7, 1), date(2024, 8, 1)
+    async with database.transaction() as session:
+        for month in (june, july, august):
+            await put_unit_month(session, "CHU-2101", month, stays_full=10, stay_days=40)
+    before = await _outbox_ids(database)
+    moved = await activity.put(
+        "/org-units/CHU-CAR",
+        json={
+            "kind": "department",
+            "name": "Cardiologie",
+            "parent": "CHU-IMG",
+            "valid_from": "2024-07-01",
+        },
+        headers=auth("it_system", CHU),
+    )
+    assert moved.status_code == 200, moved.text
+    async with database.transaction() as session:
+        rows = await session.execute(
+            text("SELECT payload FROM outbox WHERE event_type = :type"),
+            {"type": INDICATOR_UPDATED},
+        )
+        events = [e for e in (Event.from_bytes(p) for (p,) in rows) if str(e.id) not in before]
+    placed = {(e.data["org_unit"], e.data["period"]) for e in events}
+    assert placed == {
+        (org_unit, period)
+        for org_unit in ("CHU-CAR", "CHU-MED", "CHU-IMG", CHU, TERRITORY)
+        for period in ("2024-07", "2024-08")
+    }
+    stays = {
+        (e.data["org_unit"], e.data["period"]): e.data["value"]
+        for e in events
+        if e.data["indicator"] == "stays_full"
+    }
+    assert stays[("CHU-MED", "2024-07")] == 0.0
+    assert stays[("CHU-IMG", "2024-07")] == 10.0
+    # The same name again: nothing moves, nothing is published.
+    again = await activity.put(
+        "/org-units/CHU-CAR",
+        json={
+            "kind": "department",
+            "name": "Cardiologie",
+            "parent": "CHU-IMG",
+            "valid_from": "2024-07-01",
+        },
+        headers=auth("it_system", CHU),
+    )
+    assert again.status_code == 200
+    assert len(await _outbox_ids(database)) == len(before) + len(events)

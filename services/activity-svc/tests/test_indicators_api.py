@@ -563,3 +563,34 @@ async def test_a_month_to_come_is_refused_naming_the_field(
         assert _problem_fields(response) == {field}, path
     current = await activity.get("/dashboards/CHU-MED", params={"period": this}, headers=headers)
     assert current.status_code == 200, current.text
+
+
+async def test_constant_scope_does_not_count_a_move_planned_for_later(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    last_month = add_months(first_of_month(today()), -1)
+    async with database.transaction() as session:
+        await put_unit_month(session, "CHU-2101", last_month, stays_full=10, stay_days=40)
+    next_year = date(today().year + 1, 1, 1).isoformat()
+    planned = await activity.put(
+        "/org-units/CHU-CAR",
+        json={
+            "kind": "department",
+            "name": "Cardiologie",
+            "parent": "CHU-IMG",
+            "valid_from": next_year,
+        },
+        headers=auth("it_system", CHU),
+    )
+    assert planned.status_code == 200, planned.text
+    params = {"period": f"{last_month:%Y-%m}", "scope": "constant"}
+    headers = auth("direction", CHU)
+    imaging = (await activity.get("/dashboards/CHU-IMG", params=params, headers=headers)).json()
+    stays = next(f for f in imaging["org_unit"]["figures"] if f["indicator"] == "stays_full")
+    assert stays["value"] == 0.0
+    assert "CHU-CAR" not in {c["code"] for c in imaging["children"]}
+    medicine = (await activity.get("/dashboards/CHU-MED", params=params, headers=headers)).json()
+    stays = next(f for f in medicine["org_unit"]["figures"] if f["indicator"] == "stays_full")
+    assert stays["value"] == 10.0
+    assert [c["code"] for c in medicine["children"]] == ["CHU-CAR"]
+    assert medicine["org_unit"]["name"] == "Pôle médecine"

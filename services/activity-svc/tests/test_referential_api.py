@@ -8,14 +8,14 @@ session's real NATS.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 import pytest
 from activity_testing import CH_NORD, CHU, SINCE
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from activity_svc.models import OrgUnit, OrgUnitVersion
 from activity_svc.referential.tree import today
@@ -809,3 +809,70 @@ async def test_sending_an_org_unit_unchanged_publishes_nothing(
         ).status_code == 201
         await tap.until(lambda _: len(_of(tap, "CHU-ECHO")) == 1)
     assert [e.data["installed_beds"] for e in _of(tap, "CHU-1102")] == [2]
+
+
+async def test_a_planned_move_is_brought_forward_postponed_and_cancelled(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    headers = auth("it_system", CHU)
+    move = {"kind": "department", "name": "Cardiologie", "parent": "CHU-IMG"}
+    next_year = date(today().year + 1, 1, 1)
+    soon = today() + timedelta(days=2)
+
+    async def versions() -> list[tuple[str, str | None, str | None]]:
+        history = await activity.get("/org-units/CHU-CAR/history", headers=headers)
+        assert history.status_code == 200, history.text
+        return [(v["valid_from"], v["valid_to"], v["parent"]) for v in history.json()["versions"]]
+
+    planned = await activity.put(
+        "/org-units/CHU-CAR", json={**move, "valid_from": next_year.isoformat()}, headers=headers
+    )
+    assert planned.status_code == 200, planned.text
+    since = (await versions())[0][0]
+    assert await versions() == [
+        (since, next_year.isoformat(), "CHU-MED"),
+        (next_year.isoformat(), None, "CHU-IMG"),
+    ]
+    # Brought forward: the same version, two days from now (it answered 200 and changed
+    # nothing before).
+    forward = await activity.put(
+        "/org-units/CHU-CAR", json={**move, "valid_from": soon.isoformat()}, headers=headers
+    )
+    assert forward.status_code == 200, forward.text
+    assert await versions() == [
+        (since, soon.isoformat(), "CHU-MED"),
+        (soon.isoformat(), None, "CHU-IMG"),
+    ]
+    yesterday = (today() - timedelta(days=1)).isoformat()
+    past = await activity.put(
+        "/org-units/CHU-CAR", json={**move, "valid_from": yesterday}, headers=headers
+    )
+    assert past.status_code == 422
+    assert past.json()["errors"][0]["rule"] == "not_before_today"
+    # Postponed, then cancelled: the version before it holds on.
+    later = date(today().year + 1, 3, 1).isoformat()
+    postponed = await activity.put(
+        "/org-units/CHU-CAR", json={**move, "valid_from": later}, headers=headers
+    )
+    assert postponed.status_code == 200
+    assert (await versions())[-1] == (later, None, "CHU-IMG")
+    cancelled = await activity.delete(f"/org-units/CHU-CAR/versions/{later}", headers=headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["parent"] == "CHU-MED"
+    assert await versions() == [(since, None, "CHU-MED")]
+    async with database.transaction() as session:
+        audited = (
+            await session.execute(
+                text("SELECT detail FROM audit_log WHERE action = 'org_unit.plan_cancelled'")
+            )
+        ).all()
+    assert [(d["valid_from"], d["parent"]) for (d,) in audited] == [(later, "CHU-IMG")]
+
+    begun = await activity.delete(f"/org-units/CHU-CAR/versions/{since}", headers=headers)
+    assert begun.status_code == 409
+    missing = await activity.delete(f"/org-units/CHU-CAR/versions/{later}", headers=headers)
+    assert missing.status_code == 404
+    refused = await activity.delete(
+        f"/org-units/CHU-CAR/versions/{later}", headers=auth("it_system", CH_NORD)
+    )
+    assert refused.status_code in (403, 404)

@@ -46,6 +46,14 @@ class ImportRejected(DomainError):
     title = "Import rejected"
 
 
+class InvalidRows(DomainError):
+    """Rows of a file break a rule: nothing done (``errors``: line, field, rule, message)."""
+
+    status = 422
+    code = "validation_failed"
+    title = "Invalid request"
+
+
 class UnsupportedMediaType(DomainError):
     status = 415
     code = "unsupported_media_type"

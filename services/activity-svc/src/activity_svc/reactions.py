@@ -10,7 +10,11 @@ indicator x org unit x month and checks the same figures against the alert rules
 - a unit's installed beds (:func:`capacity_changed`), with the unit's months from the
   change on and ``bed_days``;
 - a target (:func:`targets_changed`), whose month, year to date and year are part of
-  the event's ``data``.
+  the event's ``data``;
+- a move in the tree (:func:`tree_changing`, then :func:`tree_changed`), with every
+  indicator of the org units above the moved units before and after, from the move on;
+- the day an establishment's data is complete up to moving (:func:`cells_completed`),
+  with the months that became complete.
 
 A new alert rule changes no figure: :func:`rule_created` only checks it against the
 figures already there. The use cases call these; nothing here checks rights.
@@ -21,12 +25,19 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.catalogue import BED_DAYS, INDICATORS_BY_CODE, Indicator, indicators_reading
+from activity_svc.catalogue import (
+    BED_DAYS,
+    INDICATORS,
+    INDICATORS_BY_CODE,
+    Indicator,
+    indicators_reading,
+)
 from activity_svc.events import SOURCE
 from activity_svc.indicators.values import Scope, compute_figures
 from activity_svc.lookups import MAX_DEPTH
@@ -141,6 +152,55 @@ Placed = tuple[str, date, str | None]
 """An org unit, a month and the org unit's establishment (FINESS)."""
 
 
+# The unit-months below :code (then or now) from :first on.
+_CELLS_BELOW = text(
+    """
+    SELECT DISTINCT u.unit, u.month
+    FROM org_unit_membership m JOIN unit_month u ON u.unit = m.unit
+    WHERE m.ancestor = :code AND u.month >= :first
+    """
+)
+
+
+@dataclass(frozen=True)
+class TreeMove:
+    """What a change of the tree may move: the unit-months below the org unit from the
+    change's month on, and the org units above them before the change."""
+
+    cells: frozenset[tuple[str, date]]
+    before: frozenset[Placed]
+
+
+async def tree_changing(session: AsyncSession, code: str, valid_from: date) -> TreeMove:
+    """Before a new version of ``code`` from ``valid_from``: its unit-months from then on
+    (the latest :data:`COMPLETED_MONTHS` months at most) and their org units above."""
+    first = max(
+        first_of_month(valid_from), add_months(first_of_month(today()), 1 - COMPLETED_MONTHS)
+    )
+    rows = await session.execute(_CELLS_BELOW, {"code": code, "first": first})
+    cells = frozenset((unit, month) for unit, month in rows)
+    return TreeMove(cells, frozenset(await _placed(session, cells)))
+
+
+async def tree_changed(session: AsyncSession, move: TreeMove) -> int:
+    """After the change: every indicator of the org units above those unit-months, before
+    or after it, is republished where the org units above changed (a unit moved from one
+    pôle to another changes both), and evaluated; return the number of events."""
+    after = frozenset(await _placed(session, move.cells))
+    if after == move.before:
+        return 0  # a new name, or a move that changes no month with figures
+    return await _publish(session, INDICATORS, sorted(move.before | after), None)
+
+
+async def _placed(session: AsyncSession, cells: Collection[tuple[str, date]]) -> list[Placed]:
+    if not cells:
+        return []
+    units = [unit for unit, _ in cells]
+    months = [month for _, month in cells]
+    rows = (await session.execute(_ANCESTORS, {"units": units, "months": months})).all()
+    return [(ancestor, month, finess) for ancestor, month, finess in rows]
+
+
 async def figures_changed(
     session: AsyncSession,
     changed: set[tuple[str, date]],
@@ -169,10 +229,8 @@ async def figures_changed(
     indicators = indicators_reading(measures)
     if not changed or not indicators:
         return 0
-    units = [unit for unit, _ in changed]
-    months = [first_of_month(month) for _, month in changed]
-    rows = (await session.execute(_ANCESTORS, {"units": units, "months": months})).all()
-    return await _publish(session, indicators, [(a, m, f) for a, m, f in rows], import_id)
+    placed = await _placed(session, {(unit, first_of_month(month)) for unit, month in changed})
+    return await _publish(session, indicators, placed, import_id)
 
 
 async def capacity_changed(session: AsyncSession, unit: str, effective_from: date) -> int:

@@ -31,7 +31,7 @@ from activity_svc.indicators.schemas import (
     RecordPage,
     RecordRead,
 )
-from activity_svc.indicators.values import Scope, compute_figures
+from activity_svc.indicators.values import Scope, compute_figures, constant_tree_day
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.lookups import indicator_of
 from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
@@ -58,7 +58,10 @@ Period = Annotated[
 ]
 ScopeQuery = Annotated[
     Scope,
-    Query(description="as_was: the tree as it was each month; constant: today's tree."),
+    Query(
+        description="as_was: the tree as it was each month; constant: the tree at the end of"
+        " the (last) month asked, today at the latest, applied to every month."
+    ),
 ]
 
 
@@ -87,6 +90,7 @@ def _this_month() -> date:
 
 
 def _valid_on(query: _UnitRows, at: date | None) -> _UnitRows:
+    """The versions valid on ``at``; the latest ones when None."""
     if at is None:
         return query.where(OrgUnitVersion.valid_to.is_(None))
     return query.where(
@@ -102,10 +106,12 @@ def _org_unit_query() -> _UnitRows:
 
 
 async def readable_org_unit(session: AsyncSession, principal: Reader, code: str) -> OrgUnitRef:
-    """The org unit (named as it is today), after checking the caller may read its figures."""
-    row = (
-        await session.execute(_valid_on(_org_unit_query().where(OrgUnit.code == code), None))
-    ).first()
+    """The org unit (named as it is today, or as it will be when it is still to open),
+    after checking the caller may read its figures."""
+    query = _org_unit_query().where(OrgUnit.code == code)
+    row = (await session.execute(_valid_on(query, today()))).first()
+    if row is None:
+        row = (await session.execute(_valid_on(query, None))).first()
     if row is None:
         raise OrgUnitNotFound(f"No org unit {code!r}.", org_unit=code)
     unit = OrgUnitRef(code=row.code, kind=row.kind, name=row.name, finess=row.finess)
@@ -113,8 +119,8 @@ async def readable_org_unit(session: AsyncSession, principal: Reader, code: str)
     return unit
 
 
-async def children_of(session: AsyncSession, code: str, at: date | None) -> list[OrgUnitRef]:
-    """The active direct children of ``code`` on ``at`` (today's when None)."""
+async def children_of(session: AsyncSession, code: str, at: date) -> list[OrgUnitRef]:
+    """The active direct children of ``code`` on ``at``."""
     query = _valid_on(
         _org_unit_query().where(OrgUnitVersion.parent == code, OrgUnitVersion.active), at
     ).order_by(OrgUnitVersion.name, OrgUnit.code)
@@ -209,14 +215,15 @@ async def dashboard(
 ) -> Dashboard:
     """``period`` defaults to the last month whose data is complete for the org unit (its
     establishment's, or every establishment's for the territory). The children are those
-    of the period (as it was) or today's (constant scope). With ``months`` > 1 each org
+    of the period (as it was) or those at its end (constant scope). With ``months`` > 1 each org
     unit's figures run month by month (oldest first), every main indicator in each
     month."""
     month = parse_month(period, "period") if period is not None else None
     unit = await readable_org_unit(session, principal, org_unit)
     if month is None:
         month = last_complete_month(await complete_up_to_of(session, unit))
-    children = await children_of(session, unit.code, month if scope is Scope.AS_WAS else None)
+    tree_day = month if scope is Scope.AS_WAS else constant_tree_day(month)
+    children = await children_of(session, unit.code, tree_day)
     units = [unit, *children]
     complete = await complete_up_to(session, {u.finess for u in units})
     figures = await compute_figures(
@@ -312,7 +319,11 @@ async def indicator_records(
             or_(OrgUnitMembership.valid_to.is_(None), OrgUnitMembership.valid_to > month),
         )
     else:
-        membership = membership.where(OrgUnitMembership.valid_to.is_(None))
+        tree_day = constant_tree_day(month)
+        membership = membership.where(
+            OrgUnitMembership.valid_from <= tree_day,
+            or_(OrgUnitMembership.valid_to.is_(None), OrgUnitMembership.valid_to > tree_day),
+        )
     query = (
         select(ActivityRecord)
         .where(

@@ -16,7 +16,8 @@ functions below:
   :func:`median_from_histogram`); its projection is its year to date.
 
 Scope "as it was" reads, for month M, the membership valid on M's first day; "constant
-scope" reads today's membership (rows still open) for every month.
+scope" reads, for every month, the membership valid at the end of the latest month asked
+(today when that month is this one): today's tree, without a move planned for later.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ from activity_svc.catalogue import (
 from activity_svc.completeness import complete_up_to, is_complete
 from activity_svc.indicators.figures import Figures, variation_pct
 from activity_svc.months import add_months, first_of_month, last_day_of, months_between
+from activity_svc.referential.tree import today
 
 
 class Scope(StrEnum):
     AS_WAS = "as_was"
     """For each month, the tree as it was on the month's first day."""
     CONSTANT = "constant"
-    """Today's tree applied to every month."""
+    """The tree at the end of the latest month asked (today at the latest), applied to
+    every month: a move planned for later does not count yet."""
 
 
 Parts = tuple[float, ...]
@@ -347,13 +350,23 @@ def figures_of(
 # --- reading the sums -----------------------------------------------------------------
 
 
+def constant_tree_day(last: date) -> date:
+    """The day of the tree constant scope applies to figures up to the month of ``last``:
+    that month's last day, today at the latest (a move planned for later is not yet)."""
+    return min(last_day_of(last), today())
+
+
 def _sums_sql(measures: Sequence[str], scope: Scope, bed_days: bool) -> str:
     # Column names come from the catalogue (checked against MEASURE_NAMES), never from
     # the request.
     in_month = (
         "{m}.month >= memb.valid_from AND (memb.valid_to IS NULL OR {m}.month < memb.valid_to)"
     )
-    membership_filter = "AND valid_to IS NULL" if scope is Scope.CONSTANT else ""
+    membership_filter = (
+        "AND valid_from <= CAST(:at AS date) AND (valid_to IS NULL OR valid_to > CAST(:at AS date))"
+        if scope is Scope.CONSTANT
+        else ""
+    )
     as_was = scope is Scope.AS_WAS
     ctes = [
         f"""memb AS (
@@ -423,7 +436,8 @@ async def load_sums(
     measures: Collection[str],
     scope: Scope = Scope.AS_WAS,
 ) -> dict[str, dict[date, dict[str, float]]]:
-    """The measures summed over each org unit's subtree per month, ``first`` to ``last``.
+    """The measures summed over each org unit's subtree per month, ``first`` to ``last``
+    (in constant scope, with the tree of :func:`constant_tree_day` of ``last``).
 
     One statement for every org unit; ``bed_days`` among ``measures`` is read from
     ``unit_capacity``. Months without data are absent.
@@ -443,6 +457,7 @@ async def load_sums(
             "ancestors": list(org_units),
             "first": first_of_month(first),
             "last": first_of_month(last),
+            "at": constant_tree_day(last),
         },
     )
     names = [*columns, BED_DAYS] if with_beds else columns
@@ -457,7 +472,8 @@ def _pieces_sql(measures: Sequence[str], scope: Scope) -> str:
     # Measures from the catalogue, never from the request.
     sums = ", ".join(f'{MEASURES_BY_NAME[m].sum_sql("r")} AS "{m}"' for m in measures)
     membership = (
-        "AND memb.valid_to IS NULL"
+        "AND memb.valid_from <= CAST(:at AS date)"
+        " AND (memb.valid_to IS NULL OR memb.valid_to > CAST(:at AS date))"
         if scope is Scope.CONSTANT
         else (
             "AND r.month >= memb.valid_from AND (memb.valid_to IS NULL OR r.month < memb.valid_to)"
@@ -480,6 +496,7 @@ async def load_partial_sums(
     measures: Collection[str],
     sums: Mapping[str, Sums],
     scope: Scope = Scope.AS_WAS,
+    tree_day: date | None = None,
 ) -> dict[tuple[str, date], PartialSums]:
     """Each (org unit, cut): its measures over the cut's month up to the cut, and over the
     same days a year before (``bed_days`` in proportion of the days).
@@ -487,7 +504,8 @@ async def load_partial_sums(
     Read from the records of the smaller side of the month: the days up to the cut, or
     the month's sums (``sums``, as :func:`load_sums` returns them) less the days after
     it. The month of a day cut close to its end (data complete up to yesterday) reads
-    the few records after the cut, not the whole month.
+    the few records after the cut, not the whole month. ``tree_day``: the day of the
+    tree in constant scope (that of the sums).
     """
     columns = sorted(m for m in measures if m != BED_DAYS)
     wanted: list[tuple[str, date, int, bool]] = []
@@ -504,6 +522,7 @@ async def load_partial_sums(
                 "months": [w[1] for w in wanted],
                 "days": [w[2] for w in wanted],
                 "heads": [w[3] for w in wanted],
+                "at": tree_day or today(),
             },
         )
         for ancestor, month, days, *values in rows:
@@ -591,7 +610,13 @@ async def compute_figures(
         and not is_complete(month, cut)
         and cut.year == month.year
     }
-    pieces = await load_partial_sums(session, cuts, measures, sums, scope) if cuts else {}
+    pieces = (
+        await load_partial_sums(
+            session, cuts, measures, sums, scope, constant_tree_day(max(months))
+        )
+        if cuts
+        else {}
+    )
     first, last = add_months(min(months), -12), max(months)
     series: dict[tuple[str, str], Series] = {}
     result = []

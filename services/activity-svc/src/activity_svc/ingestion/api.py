@@ -10,19 +10,32 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Writer, may_read_import
 from activity_svc.completeness import declared_day
-from activity_svc.errors import ImportNotFound, ImportRejected, InvalidInput, UnsupportedMediaType
+from activity_svc.errors import (
+    ImportNotFound,
+    ImportRejected,
+    InvalidInput,
+    InvalidRows,
+    UnsupportedMediaType,
+)
 from activity_svc.ingestion.imports import ImportRequest, import_location, run_import
 from activity_svc.ingestion.schemas import (
     COMPLETE_UP_TO,
+    MAX_WITHDRAWN_RECORDS,
     ImportRead,
     ImportReport,
     RecordBatch,
+    RecordKeyIn,
     RejectionRead,
+    Text,
+    WithdrawalBatch,
+    WithdrawalRead,
 )
 from activity_svc.ingestion.staging import (
     CsvStager,
@@ -33,6 +46,7 @@ from activity_svc.ingestion.staging import (
     bounded,
     gunzip,
 )
+from activity_svc.ingestion.withdrawals import RecordKey, Withdrawal, withdraw_records
 from activity_svc.models import (
     ImportFormat,
     ImportRejection,
@@ -43,6 +57,7 @@ from activity_svc.models import (
 from activity_svc.settings import Settings
 from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep, database_of
+from ght_shared.identifiers import Finess
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 from ght_shared.schemas import IsoDate, Printable
 
@@ -94,6 +109,142 @@ async def post_records(
         principal,
         RecordsStager(records),
         ImportRequest(ImportFormat.JSON, on_error, None, declared_day(batch.complete_up_to)),
+    )
+
+
+@router.delete(
+    "/records",
+    response_model=WithdrawalRead,
+    summary="Withdraw one record (a PMSI correction, a record sent by mistake)",
+)
+async def delete_record(
+    request: Request,
+    principal: Writer,
+    finess: Annotated[Finess, Query(description="The establishment's FINESS number.")],
+    source: Annotated[Text, Query(description="The system that sent it.")],
+    source_id: Annotated[Text, Query(description="Its id in that system.")],
+) -> WithdrawalRead:
+    """Deletes the record and takes it from the figures; a record already absent changes
+    nothing (`withdrawn` 0, `absent` 1): the call can be repeated."""
+    result = await withdraw_records(
+        database_of(request), principal, [RecordKey(finess, source, source_id)]
+    )
+    return _withdrawal_read(result)
+
+
+@router.post(
+    "/records/withdrawals",
+    response_model=WithdrawalRead,
+    summary="Withdraw records: a JSON list (up to 10 000) or a CSV file (up to 100 000)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/WithdrawalBatch"}},
+                "text/csv": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def withdraw(request: Request, principal: Writer) -> WithdrawalRead:
+    """The records named by `(finess, source, source_id)`: JSON `{"records": [...]}`, or
+    CSV with a header naming `finess`, `source` and `source_id` (any order, `,` or `;`).
+    Every row is checked first: one bad row is a 422 naming its line and field, and
+    nothing is withdrawn. Those stored are deleted and taken from the figures, in one
+    transaction; those already absent are counted in `absent`."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if media in _CSV_TYPES:
+        keys = _withdrawal_rows(body)
+    elif media in ("application/json", ""):
+        try:
+            batch = WithdrawalBatch.model_validate_json(body)
+        except ValidationError as invalid:
+            located = [{**e, "loc": ("body", *e["loc"])} for e in invalid.errors()]
+            raise RequestValidationError(located) from None
+        keys = [RecordKey(r.finess, r.source, r.source_id) for r in batch.records]
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not a withdrawal: send application/json or text/csv.",
+            accepted=["application/json", "text/csv"],
+        )
+    return _withdrawal_read(await withdraw_records(database_of(request), principal, keys))
+
+
+_KEY_ROW = TypeAdapter(RecordKeyIn)
+_KEY_FIELDS = ("finess", "source", "source_id")
+
+
+def _withdrawal_rows(body: bytes) -> list[RecordKey]:
+    """The records a CSV withdrawal names; 422 naming the first bad rows otherwise."""
+    try:
+        content = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput("The file is not UTF-8 text.", field="body", rule="encoding") from None
+    first_line = content.split("\n", 1)[0]
+    if not first_line.strip():
+        raise InvalidInput(
+            "The file is empty: a header line comes first.", field="body", rule="header"
+        )
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+    header = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in _KEY_FIELDS if name not in header]
+    if missing:
+        raise InvalidInput(
+            f"The header must name {', '.join(_KEY_FIELDS)} (missing: {', '.join(missing)}).",
+            field="header",
+            rule="required",
+        )
+    reader.fieldnames = header
+    try:
+        return _keys_of(reader)
+    except csv.Error as broken:
+        raise InvalidInput(f"The file is not CSV: {broken}.", field="body", rule="csv") from None
+
+
+def _keys_of(reader: csv.DictReader[str]) -> list[RecordKey]:
+    keys: list[RecordKey] = []
+    errors: list[dict[str, Any]] = []
+    for count, row in enumerate(reader, start=1):
+        if count > MAX_WITHDRAWN_RECORDS:
+            raise InvalidInput(
+                f"A withdrawal names at most {MAX_WITHDRAWN_RECORDS} records.",
+                field="body",
+                rule="max_rows",
+            )
+        try:
+            key = _KEY_ROW.validate_python({f: (row.get(f) or "").strip() for f in _KEY_FIELDS})
+        except ValidationError as invalid:
+            if len(errors) < REPORTED_REJECTIONS:
+                errors += [
+                    {
+                        "line": count + 1,
+                        "field": str(error["loc"][0]),
+                        "rule": error["type"],
+                        "message": error["msg"],
+                    }
+                    for error in invalid.errors()
+                ]
+            continue
+        keys.append(RecordKey(key.finess, key.source, key.source_id))
+    if errors:
+        raise InvalidRows(
+            f"{len(errors)} field(s) of the file are invalid: nothing was withdrawn.",
+            errors=errors[:REPORTED_REJECTIONS],
+        )
+    if not keys:
+        raise InvalidInput("The file names no record.", field="body", rule="min_rows")
+    return keys
+
+
+def _withdrawal_read(result: Withdrawal) -> WithdrawalRead:
+    return WithdrawalRead(
+        requested=result.requested,
+        withdrawn=result.withdrawn,
+        absent=result.absent,
+        months=result.months,
+        sources=result.sources,
     )
 
 

@@ -76,6 +76,11 @@ class ImportRequest:
     """The day the sender declares its establishments' data complete up to."""
 
 
+def merge_lock_key(finess: str) -> str:
+    """The advisory lock an establishment's imports and withdrawals take, one at a time."""
+    return f"activity-merge:{finess}"
+
+
 def import_location(import_id: uuid.UUID) -> str:
     """Where an import's report is read: relative, so that it resolves the same on the
     service and behind the gateway's prefix."""
@@ -135,7 +140,7 @@ async def run_import(
                 # Imports of one establishment merge one after the other, so that the
                 # figures each publishes include everything committed before it.
                 # Sorted: no deadlock between two.
-                await _advisory_lock(session, f"activity-merge:{finess}")
+                await _advisory_lock(session, merge_lock_key(finess))
             # The previous import of these establishments has committed, but its parts
             # may not be yet (or never, if its process died): settle them first, so that
             # its records are there before this merge reads and writes them.

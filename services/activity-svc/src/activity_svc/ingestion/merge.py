@@ -534,6 +534,30 @@ def apply_statement() -> str:
     """
 
 
+def withdrawal_statement() -> str:
+    """The statement deleting the records named by ``$1`` (FINESS), ``$2`` (source) and
+    ``$3`` (source_id), arrays of one length; returns how many were there, their
+    contribution to ``unit_month`` to take away (as :func:`apply_statement` adds it), and
+    their sources."""
+    sums = ", ".join(f"{m.sum_sql('g', '-1')} AS {m.name}" for m in MEASURES)
+    return f"""
+    WITH named AS (
+        SELECT DISTINCT k.finess, k.source, k.source_id
+        FROM unnest(CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]))
+            AS k(finess, source, source_id)
+    ),
+    gone AS (
+        DELETE FROM activity_record r USING named k
+        WHERE r.source_id = k.source_id AND r.finess = k.finess AND r.source = k.source
+        RETURNING r.*
+    ),
+    cells AS (SELECT g.unit, g.month, {sums} FROM gone g GROUP BY g.unit, g.month)
+    SELECT (SELECT count(*) FROM gone) AS withdrawn,
+        (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
+        (SELECT coalesce(array_agg(DISTINCT g.source), '{{}}') FROM gone g) AS sources
+    """
+
+
 REJECTIONS_STATEMENT = f"""
     INSERT INTO import_rejection (import_id, line, field, reason, source_id)
     SELECT $1, r.line, r.field, r.reason, r.source_id

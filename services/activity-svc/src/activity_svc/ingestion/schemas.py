@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.models import ImportFormat, ImportStatus, OnError
@@ -150,3 +150,28 @@ class ImportReport(ImportRead):
     """An import with its first rejected rows (all of them: `GET /imports/{id}/rejections`)."""
 
     rejections: list[RejectionRead] = Field(default_factory=list)
+
+
+MAX_WITHDRAWN_RECORDS = 100_000
+"""The most records one withdrawal names (a month's PMSI corrections of a CHU are a few
+thousand)."""
+
+
+class RecordKeyIn(StrictModel):
+    finess: Finess = Field(description="The establishment's FINESS number.")
+    source: Text = Field(description="The system that sent the record.")
+    source_id: Text = Field(description="The record's id in that system.")
+
+
+class WithdrawalBatch(StrictModel):
+    records: list[RecordKeyIn] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
+
+
+class WithdrawalRead(BaseModel):
+    """What a withdrawal did: the records named, those deleted, those already absent."""
+
+    requested: int = Field(description="Distinct records named.")
+    withdrawn: int = Field(description="Records that were stored, now deleted.")
+    absent: int = Field(description="Records named that were not (or no longer) stored.")
+    months: list[dt.date] = Field(description="Months whose figures changed.")
+    sources: list[str] = Field(description="The sources of the records deleted.")

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from activity_svc.access import Reader, Writer
 from activity_svc.errors import InvalidInput, OrgUnitNotFound
 from activity_svc.models import OrgUnit, OrgUnitKind, OrgUnitVersion, UnitCapacity
-from activity_svc.referential.org_units import SaveOrgUnit, save_org_unit
+from activity_svc.referential.org_units import SaveOrgUnit, cancel_planned_change, save_org_unit
 from activity_svc.referential.schemas import (
     CODE_PATTERN,
     TEXT_PATTERN,
@@ -285,6 +285,27 @@ async def put_org_unit(
     if upserted.created:
         response.status_code = 201
         response.headers["Location"] = code
+    return _read(upserted.unit, upserted.version, upserted.installed_beds)
+
+
+@router.delete(
+    "/{code}/versions/{valid_from}",
+    summary="Cancel a planned version (a move, a rename, a closing still to come)",
+    response_model=OrgUnitRead,
+    responses={
+        404: {"description": "No such org unit or version (`org_unit_not_found`)."},
+        409: {"description": "The version has begun: history is not rewritten."},
+    },
+)
+async def delete_planned_version(
+    code: CodePath,
+    valid_from: Annotated[IsoDate, Path(description="The planned version's first day.")],
+    principal: Writer,
+    session: SessionDep,
+) -> OrgUnitRead:
+    """The version before it holds on; the org unit as it now is. To bring a planned
+    version forward or postpone it, send it again (`PUT`) with another `valid_from`."""
+    upserted = await cancel_planned_change(session, principal, code, valid_from)
     return _read(upserted.unit, upserted.version, upserted.installed_beds)
 
 

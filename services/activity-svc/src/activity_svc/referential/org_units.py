@@ -2,9 +2,10 @@
 
 Each checks the rights, applies the tree's rules (:mod:`.tree`), records the audit, adds
 ``ght.referential.orgunit.upserted`` when the org unit changed, and has the figures a
-change of installed beds moves republished (:func:`activity_svc.reactions.
-capacity_changed`). The routes of ``/org-units`` and the consumer of beds-svc's
-``capacity.changed`` call them; so do the tests and the demo.
+move in the tree (:func:`activity_svc.reactions.tree_changed`) or a change of installed
+beds (:func:`activity_svc.reactions.capacity_changed`) moves republished. The routes of
+``/org-units`` and the consumer of beds-svc's ``capacity.changed`` call them; so do the
+tests and the demo.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc import reactions
 from activity_svc.access import ensure_may_write_org_unit
-from activity_svc.errors import OrgUnitConflict
+from activity_svc.errors import OrgUnitConflict, OrgUnitNotFound
 from activity_svc.events import SOURCE
-from activity_svc.models import OrgUnit, OrgUnitKind
+from activity_svc.models import OrgUnit, OrgUnitKind, OrgUnitVersion
 from activity_svc.referential.tree import (
     OrgUnitChange,
     Upserted,
+    cancel_planned_version,
+    capacity_on,
+    current_version,
     set_capacity,
     today,
     upsert_org_unit,
@@ -82,6 +86,7 @@ async def save_org_unit(session: AsyncSession, actor: Principal, command: SaveOr
         installed_beds=command.installed_beds,
         active=command.active,
     )
+    move = await reactions.tree_changing(session, command.code, change.valid_from)
     try:
         upserted = await upsert_org_unit(session, change, actor.sub)
     except IntegrityError as exc:
@@ -93,6 +98,9 @@ async def save_org_unit(session: AsyncSession, actor: Principal, command: SaveOr
     if upserted.changed:
         event = upserted.payload().event(source=SOURCE, establishment=upserted.unit.finess)
         await add_events(session, [event])
+    if upserted.changed and not upserted.created:
+        # A move (or a closing) changes the figures of the org units above, old and new.
+        await reactions.tree_changed(session, move)
     if upserted.capacity_changed:
         await reactions.capacity_changed(session, command.code, change.valid_from)
     action = "created" if upserted.created else "changed" if upserted.changed else "unchanged"
@@ -109,6 +117,45 @@ async def save_org_unit(session: AsyncSession, actor: Principal, command: SaveOr
             "active": change.active,
             "valid_from": change.valid_from.isoformat(),
             "installed_beds": change.installed_beds,
+        },
+    )
+    return upserted
+
+
+async def cancel_planned_change(
+    session: AsyncSession, actor: Principal, code: str, valid_from: date
+) -> Upserted:
+    """Cancel the version of ``code`` planned from ``valid_from``: the one before it holds
+    on. Audited with what was planned; publishes the org unit as it now is and the figures
+    the cancellation moves. 404 for no such version, 409 for one that has begun."""
+    unit = await session.get(OrgUnit, code)
+    if unit is None:
+        raise OrgUnitNotFound(f"No org unit {code!r}.", org_unit=code)
+    planned = await session.get(OrgUnitVersion, (code, valid_from))
+    await ensure_may_write_org_unit(
+        session, actor, unit, unit.kind, planned.parent if planned is not None else None
+    )
+    move = await reactions.tree_changing(session, code, valid_from)
+    cancelled = await cancel_planned_version(session, code, valid_from)
+    version = await current_version(session, code)
+    assert version is not None  # the version before the cancelled one
+    beds = await capacity_on(session, code, today()) if unit.kind is OrgUnitKind.UNIT else None
+    upserted = Upserted(unit, version, created=False, changed=True, installed_beds=beds)
+    await add_events(session, [upserted.payload().event(source=SOURCE, establishment=unit.finess)])
+    await reactions.tree_changed(session, move)
+    await record_audit(
+        session,
+        actor,
+        "org_unit.plan_cancelled",
+        f"org_unit/{code}",
+        establishment=unit.finess,
+        detail={
+            "valid_from": cancelled.valid_from.isoformat(),
+            "parent": cancelled.parent,
+            "name": cancelled.name,
+            "active": cancelled.active,
+            "recorded_by": cancelled.recorded_by,
+            "recorded_at": cancelled.recorded_at.isoformat(),
         },
     )
     return upserted

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.errors import InvalidInput, OrgUnitConflict
+from activity_svc.errors import InvalidInput, OrgUnitConflict, OrgUnitNotFound
 from activity_svc.models import (
     OrgUnit,
     OrgUnitKind,
@@ -191,7 +191,17 @@ async def upsert_org_unit(session: AsyncSession, change: OrgUnitChange, actor: s
     latest = await current_version(session, change.code)
     changed = created or unit.specialty != change.specialty
     unit.specialty = change.specialty
-    if latest is None or _differs(latest, change):
+    if (
+        latest is not None
+        and latest.valid_from > today()
+        and not _differs(latest, change)
+        and change.valid_from != latest.valid_from
+    ):
+        # The planned version again, on another day: brought forward or postponed.
+        await _reschedule(session, latest, change.valid_from, actor, now)
+        changed = True
+        version = latest
+    elif latest is None or _differs(latest, change):
         changed = True
         if latest is None or change.valid_from > latest.valid_from:
             if latest is not None:
@@ -212,9 +222,15 @@ async def upsert_org_unit(session: AsyncSession, change: OrgUnitChange, actor: s
             version.parent, version.name, version.active = change.parent, change.name, change.active
             version.recorded_at, version.recorded_by = now, actor
         else:
+            planned = (
+                " It is planned: send it again with another valid_from to move it, or cancel"
+                f" it (DELETE /org-units/{change.code}/versions/{latest.valid_from}) first."
+                if latest.valid_from > today()
+                else ""
+            )
             raise InvalidInput(
                 f"valid_from {change.valid_from} precedes the current version of {change.code}"
-                f" (valid from {latest.valid_from}): history is not rewritten.",
+                f" (valid from {latest.valid_from}): history is not rewritten.{planned}",
                 field="valid_from",
                 rule="after_current_version",
             )
@@ -247,6 +263,73 @@ async def upsert_org_unit(session: AsyncSession, change: OrgUnitChange, actor: s
         unit.updated_at = now
         await session.flush()
     return Upserted(unit, version, created, changed, beds, capacity_changed)
+
+
+async def _previous_version(
+    session: AsyncSession, version: OrgUnitVersion
+) -> OrgUnitVersion | None:
+    previous: OrgUnitVersion | None = await session.scalar(
+        select(OrgUnitVersion).where(
+            OrgUnitVersion.code == version.code, OrgUnitVersion.valid_to == version.valid_from
+        )
+    )
+    return previous
+
+
+async def _reschedule(
+    session: AsyncSession, planned: OrgUnitVersion, day: date, actor: str, now: datetime
+) -> None:
+    """Move a planned version to ``day``: from today on, after the version before it."""
+    if day < today():
+        raise InvalidInput(
+            f"A planned version can be brought forward to today at the earliest, not {day}:"
+            " history is not rewritten.",
+            field="valid_from",
+            rule="not_before_today",
+        )
+    previous = await _previous_version(session, planned)
+    if previous is not None and day <= previous.valid_from:
+        raise InvalidInput(
+            f"valid_from {day} is not after the version before the planned one (valid from"
+            f" {previous.valid_from}).",
+            field="valid_from",
+            rule="after_previous_version",
+        )
+    if previous is not None:
+        previous.valid_to = day
+    planned.valid_from = day
+    planned.recorded_at, planned.recorded_by = now, actor
+    await session.flush()
+    await recompute_membership(session, planned.code)
+
+
+async def cancel_planned_version(
+    session: AsyncSession, code: str, valid_from: date
+) -> OrgUnitVersion:
+    """Cancel the version of ``code`` planned from ``valid_from`` (the one before it holds
+    on); return the cancelled version's content. 404 without such a version, 409 when it
+    is not planned (history is not rewritten) or is the org unit's only one."""
+    version = await session.get(OrgUnitVersion, (code, valid_from), with_for_update=True)
+    if version is None:
+        raise OrgUnitNotFound(
+            f"{code} has no version from {valid_from}.", org_unit=code, valid_from=str(valid_from)
+        )
+    if valid_from <= today():
+        raise OrgUnitConflict(
+            f"The version of {code} from {valid_from} has begun: only a planned version can be"
+            " cancelled, history is not rewritten.",
+            field="valid_from",
+        )
+    previous = await _previous_version(session, version)
+    if previous is None:
+        raise OrgUnitConflict(
+            f"{code} has no version before {valid_from} to fall back on.", field="valid_from"
+        )
+    previous.valid_to = version.valid_to
+    await session.delete(version)
+    await session.flush()
+    await recompute_membership(session, code)
+    return version
 
 
 async def _parent_of(session: AsyncSession, change: OrgUnitChange) -> OrgUnit | None:
