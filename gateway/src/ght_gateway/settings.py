@@ -104,6 +104,7 @@ class Settings(ServiceSettings):
         default=(
             "/api/activity/imports",
             "/api/activity/records",
+            "/api/activity/withdrawals",
             "/api/beds/imports",
             "/api/staffing/imports",
         ),

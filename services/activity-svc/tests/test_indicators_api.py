@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -594,3 +594,108 @@ async def test_constant_scope_does_not_count_a_move_planned_for_later(
     assert stays["value"] == 10.0
     assert [c["code"] for c in medicine["children"]] == ["CHU-CAR"]
     assert medicine["org_unit"]["name"] == "Pôle médecine"
+
+
+async def test_each_childs_share_explains_a_poles_change_from_last_year(
+    activity: httpx.AsyncClient, auth: Headers, database: Database
+) -> None:
+    """Imaging exams: radiology 100 -> 60, nuclear medicine 50 -> 55; the pôle 150 -> 115."""
+    async with database.transaction() as session:
+        for unit, last_year, this_year in (("CHU-1101", 100, 60), ("CHU-1201", 50, 55)):
+            await put_unit_month(session, unit, date(2025, 3, 1), imaging_exams=last_year)
+            await put_unit_month(session, unit, date(2026, 3, 1), imaging_exams=this_year)
+    headers = auth("pole_manager", CHU, pole="CHU-IMG")
+    params = {"org_unit": "CHU-IMG", "period": "2026-03"}
+    response = await activity.get(
+        "/indicators/imaging_exams/contributions", params=params, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["value"], body["reference"], body["variation_unit"]) == (115.0, 150.0, "%")
+    assert body["variation"] == pytest.approx(-70 / 3)
+    assert [(c["org_unit"], c["value"], c["reference"]) for c in body["children"]] == [
+        ("CHU-RAD", 60.0, 100.0),
+        ("CHU-NUC", 55.0, 50.0),
+    ]
+    shares = [c["contribution"] for c in body["children"]]
+    assert shares == [pytest.approx(-80 / 3), pytest.approx(10 / 3)]
+    assert sum(shares) == pytest.approx(body["variation"])
+
+    median = await activity.get(
+        "/indicators/median_coding_delay/contributions", params=params, headers=headers
+    )
+    assert median.status_code == 422 and median.json()["errors"][0]["rule"] == "median"
+    await _complete_up_to(database, {CHU: date(2026, 3, 15)})
+    partial = await activity.get(
+        "/indicators/imaging_exams/contributions", params=params, headers=headers
+    )
+    assert partial.status_code == 422
+    assert partial.json()["errors"][0]["rule"] == "partial_month"
+    other = await activity.get(
+        "/indicators/imaging_exams/contributions",
+        params=params,
+        headers=auth("direction", CH_NORD),
+    )
+    assert other.status_code == 403
+
+
+async def test_the_coding_worklist_lists_the_acts_not_coded_oldest_first(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    day = today()
+
+    def act(source_id: str, unit: str, days_ago: int, coded: bool, amount: float) -> dict[str, Any]:
+        performed = day - timedelta(days=days_ago)
+        return {
+            "kind": "outpatient_act",
+            "source": "actes",
+            "source_id": source_id,
+            "finess": CHU,
+            "unit": unit,
+            "date": performed.isoformat(),
+            "code": "ZBQK002",
+            "code_system": "CCAM",
+            "coded": coded,
+            **({"coded_on": performed.isoformat()} if coded else {}),
+            "amount": amount,
+        }
+
+    records = [
+        act("A1", "1101", 40, False, 25.0),
+        act("A2", "1101", 3, False, 30.0),
+        act("A3", "1201", 20, False, 100.0),
+        act("A4", "1101", 50, True, 25.0),  # coded: not on the list
+        act("A5", "2101", 60, False, 25.0),  # another pôle's unit
+    ]
+    sent = await activity.post(
+        "/records", json={"records": records}, headers=auth("it_system", CHU)
+    )
+    assert sent.status_code == 201, sent.text
+    headers = auth("pole_manager", CHU, pole="CHU-IMG")
+    response = await activity.get(
+        "/coding/worklist", params={"org_unit": "CHU-IMG", "limit": 2}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [(a["source_id"], a["age_days"]) for a in body["items"]] == [("A1", 40), ("A3", 20)]
+    assert (body["uncoded"], body["amount"]) == (3, 155.0)
+    assert [(u["unit"], u["uncoded"], u["amount"]) for u in body["units"]] == [
+        ("CHU-1101", 2, 55.0),
+        ("CHU-1201", 1, 100.0),
+    ]
+    following = await activity.get(
+        "/coding/worklist",
+        params={"org_unit": "CHU-IMG", "limit": 2, "cursor": body["next_cursor"]},
+        headers=headers,
+    )
+    assert [a["source_id"] for a in following.json()["items"]] == ["A2"]
+    assert following.json()["next_cursor"] is None
+    older = await activity.get(
+        "/coding/worklist", params={"org_unit": "CHU-IMG", "min_age_days": 30}, headers=headers
+    )
+    assert [a["source_id"] for a in older.json()["items"]] == ["A1"]
+    assert older.json()["uncoded"] == 1
+    refused = await activity.get(
+        "/coding/worklist", params={"org_unit": "CHU-IMG"}, headers=auth("direction", CH_NORD)
+    )
+    assert refused.status_code == 403

@@ -121,7 +121,7 @@ async def test_a_file_withdraws_the_records_it_names_and_counts_the_absent(
     await _import(activity, auth)
     body = f"source;source_id;finess\npmsi;S1;{CHU}\npmsi;S3;{CHU}\npmsi;NEVER;{CHU}\n"
     response = await activity.post(
-        "/records/withdrawals",
+        "/withdrawals",
         content=("\ufeff" + body).encode(),
         headers={**auth("it_system", CHU), "content-type": "text/csv"},
     )
@@ -145,7 +145,7 @@ async def test_a_bad_row_withdraws_nothing_and_names_its_line_and_field(
     await _import(activity, auth)
     body = f"finess,source,source_id\n{CHU},pmsi,S1\n123,pmsi,S2\n{CHU},,S3\n"
     response = await activity.post(
-        "/records/withdrawals",
+        "/withdrawals",
         content=body.encode(),
         headers={**auth("it_system", CHU), "content-type": "text/csv"},
     )
@@ -155,12 +155,16 @@ async def test_a_bad_row_withdraws_nothing_and_names_its_line_and_field(
     assert await _stays(database) == (3.0, 3)
 
     no_header = await activity.post(
-        "/records/withdrawals",
+        "/withdrawals",
         content=b"finess,source\n",
         headers={**auth("it_system", CHU), "content-type": "text/csv"},
     )
     assert no_header.status_code == 422
     assert no_header.json()["errors"][0]["field"] == "header"
+    not_csv = await activity.post(
+        "/withdrawals", json={"records": []}, headers=auth("it_system", CHU)
+    )
+    assert not_csv.status_code == 415
     unknown_field = await activity.post(
         "/records/withdrawals",
         json={"records": [{"finess": CHU, "source": "pmsi", "source_id": "S1", "x": 1}]},

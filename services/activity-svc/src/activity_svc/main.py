@@ -44,7 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             routers=(referential_router, ingestion_router, indicators_router, steering_router),
             owned_streams=(STREAM,),
             upload_paths=("/imports",),
-            body_limits={"/records": settings.records_body_bytes},
+            body_limits={
+                "/records": settings.records_body_bytes,
+                "/withdrawals": settings.records_body_bytes,
+            },
             json_value_limits={"/records": settings.records_json_values},
             consumers=CONSUMERS,
             lifespans=(recover_interrupted_imports,),

@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import text
 
 from activity_svc.catalogue import INDICATORS_BY_CODE, MEASURES, RecordKind, VariationUnit
 from ght_shared.columns import EnumText
@@ -209,6 +210,13 @@ class ActivityRecord(Base):
             name="activity_record_kind",
         ),
         Index("activity_record_unit_month", "unit", "month"),
+        # The coding worklist: the acts not coded yet, a small share of the records.
+        Index(
+            "activity_record_uncoded",
+            "unit",
+            "occurred_on",
+            postgresql_where=text("kind = 'outpatient_act' AND NOT coded"),
+        ),
         # source_id first: an import's merge sorts its rows in this order (see
         # ingestion.merge), which is fast on source_ids and writes each page once.
         PrimaryKeyConstraint("source_id", "finess", "source", name="activity_record_pkey"),

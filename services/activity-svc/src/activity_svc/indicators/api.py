@@ -7,7 +7,8 @@ establishment, and the territory root's figures a territorial principal.
 from __future__ import annotations
 
 import re
-from datetime import date
+from dataclasses import asdict
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -15,12 +16,16 @@ from sqlalchemy import ColumnElement, Select, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
-from activity_svc.catalogue import INDICATORS, Indicator, Side
+from activity_svc.catalogue import INDICATORS, Aggregation, Indicator, Side
 from activity_svc.completeness import complete_up_to, is_complete, last_complete_month
 from activity_svc.errors import InvalidInput, OrgUnitNotFound
+from activity_svc.indicators.coding import backlog_by_unit, uncoded_acts
+from activity_svc.indicators.explain import children_contributions
 from activity_svc.indicators.overview import activity_overview
 from activity_svc.indicators.schemas import (
     ActivityOverview,
+    CodingWorklist,
+    Contributions,
     Dashboard,
     FiguresRead,
     IndicatorRead,
@@ -30,6 +35,8 @@ from activity_svc.indicators.schemas import (
     OrgUnitRef,
     RecordPage,
     RecordRead,
+    UncodedAct,
+    UnitBacklog,
 )
 from activity_svc.indicators.values import Scope, compute_figures, constant_tree_day
 from activity_svc.ingestion.fields import MAX_TEXT
@@ -254,6 +261,69 @@ async def dashboard(
 
 
 @router.get(
+    "/indicators/{code}/contributions",
+    responses=NOT_FOUND,
+    summary="What explains a figure's change from last year: each child's share",
+    response_model=Contributions,
+)
+async def indicator_contributions(
+    principal: Reader,
+    session: SessionDep,
+    code: Annotated[str, Path(max_length=64)],
+    org_unit: OrgUnitCode,
+    period: Period = None,
+    scope: ScopeQuery = Scope.AS_WAS,
+    year_to_date: Annotated[
+        bool, Query(description="The year to date's change (default), or the month's.")
+    ] = True,
+) -> Contributions:
+    """Each direct child's contribution to the org unit's variation from last year, in
+    the variation's unit (points for a rate), biggest first: they add up to it. ``period``
+    defaults to the last complete month; a partial month is a 422 (``partial_month``),
+    and a median, which does not decompose, too (``median``)."""
+    indicator = indicator_of(code)
+    if indicator.aggregation is Aggregation.MEDIAN:
+        raise InvalidInput(
+            f"{indicator.code} is a median: it does not decompose into its children's parts.",
+            field="code",
+            rule="median",
+        )
+    unit = await readable_org_unit(session, principal, org_unit)
+    complete = await complete_up_to_of(session, unit)
+    cut = indicator.complete_up_to(complete)
+    month = parse_month(period, "period") if period is not None else last_complete_month(cut)
+    if not is_complete(month, cut):
+        raise InvalidInput(
+            f"{month:%Y-%m} is not complete for {indicator.code} (complete up to {cut}):"
+            " its children's shares would compare days that are not all in.",
+            field="period",
+            rule="partial_month",
+        )
+    (figures,) = await compute_figures(
+        session, [indicator], [(unit.code, month)], {unit.code: unit.finess}, scope
+    )
+    tree_day = constant_tree_day(month) if scope is Scope.CONSTANT else None
+    found = await children_contributions(
+        session, indicator, [(unit.code, month)], year_to_date, scope, tree_day
+    )
+    return Contributions(
+        indicator=IndicatorSummary.of(indicator),
+        org_unit=unit,
+        period=month.strftime("%Y-%m"),
+        scope=scope,
+        year_to_date=year_to_date,
+        value=figures.year_to_date if year_to_date else figures.value,
+        reference=(
+            figures.year_to_date_last_year if year_to_date else figures.same_period_last_year
+        ),
+        variation=figures.year_to_date_variation if year_to_date else figures.variation,
+        variation_unit=figures.variation_unit,
+        complete_up_to=complete,
+        children=found[(unit.code, month)],
+    )
+
+
+@router.get(
     "/indicators/{code}/records",
     responses=NOT_FOUND,
     summary="The records behind an indicator's value (drill-down), paged",
@@ -380,6 +450,58 @@ def _record_filters(
     if source is not None:
         conditions.append(ActivityRecord.source == source)
     return conditions
+
+
+@router.get(
+    "/coding/worklist",
+    responses=NOT_FOUND,
+    summary="Outpatient acts not coded yet, oldest first, with each unit's backlog",
+    response_model=CodingWorklist,
+)
+async def coding_worklist(
+    principal: Reader,
+    session: SessionDep,
+    org_unit: OrgUnitCode,
+    min_age_days: Annotated[
+        int, Query(ge=0, le=3650, description="Only acts at least this many days old.")
+    ] = 0,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> CodingWorklist:
+    """The acts of the units below the org unit (today's tree) not coded yet, done at
+    least ``min_age_days`` ago, oldest first: who to chase, for how much. The coding at
+    equal lag of the same units is ``coding_completeness_at_lag`` on the dashboards."""
+    unit = await readable_org_unit(session, principal, org_unit)
+    day = today()
+    before = day - timedelta(days=min_age_days)
+    after = decode_cursor(cursor, date, str, str, str) if cursor is not None else None
+    backlog = await backlog_by_unit(session, unit.code, day, before)
+    rows = (await session.scalars(uncoded_acts(unit.code, day, before, after, limit))).all()
+    page = Page.of(
+        rows,
+        limit,
+        key=lambda r: (r.occurred_on, r.finess, r.source, r.source_id),
+        read=lambda r: UncodedAct(
+            source=r.source,
+            source_id=r.source_id,
+            finess=r.finess,
+            unit=r.unit,
+            uf=r.uf,
+            occurred_on=r.occurred_on,
+            age_days=(day - r.occurred_on).days,
+            code=r.code,
+            code_system=r.code_system,
+            amount=float(r.amount) if r.amount is not None else None,
+        ),
+    )
+    return CodingWorklist(
+        items=page.items,
+        next_cursor=page.next_cursor,
+        org_unit=unit,
+        uncoded=sum(b.uncoded for b in backlog),
+        amount=sum(b.amount for b in backlog),
+        units=[UnitBacklog(**asdict(b)) for b in backlog],
+    )
 
 
 @router.get(

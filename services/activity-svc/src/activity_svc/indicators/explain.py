@@ -15,6 +15,7 @@ its children's parts summed, then divided):
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -32,14 +33,15 @@ MAX_CONTRIBUTIONS = 5
 
 @dataclass(frozen=True)
 class Contribution:
-    """One child's part in its parent's variation from last year."""
+    """One child's part in its parent's variation from last year: its figure (``value``),
+    last year's (``reference``), and ``contribution``, its share of the parent's
+    variation in the variation's unit (the children's add up to it)."""
 
     org_unit: str
     name: str
     value: float | None
     reference: float | None
     contribution: float
-    """Its share of the parent's variation, in the variation's unit (they add up to it)."""
 
 
 # The active direct children of each (org unit, day), as it was that day, with their names.
@@ -115,19 +117,23 @@ async def children_contributions(
     wanted: Collection[tuple[str, date]],
     year_to_date: bool,
     scope: Scope = Scope.AS_WAS,
+    tree_day: date | None = None,
 ) -> dict[tuple[str, date], list[Contribution]]:
     """For each (org unit, complete month), its children's contributions to the change of
-    ``indicator`` (of the month, or of its year to date) from last year, biggest first.
-    Two statements whatever the number of org units: the children, and their sums."""
+    ``indicator`` (of the month, or of its year to date) from last year, biggest first:
+    the children of the month (as it was), or of ``tree_day`` (constant scope). Two
+    statements whatever the number of org units: the children, and their sums."""
     if not wanted:
         return {}
     pairs = sorted(set(wanted))
-    children: dict[tuple[str, date], list[tuple[str, str]]] = {pair: [] for pair in pairs}
+    days = sorted({(parent, tree_day or month) for parent, month in pairs})
     rows = await session.execute(
-        _CHILDREN, {"parents": [p for p, _ in pairs], "days": [m for _, m in pairs]}
+        _CHILDREN, {"parents": [p for p, _ in days], "days": [d for _, d in days]}
     )
+    on_day: dict[tuple[str, date], list[tuple[str, str]]] = defaultdict(list)
     for parent, day, code, name in rows:
-        children[(parent, day)].append((code, name))
+        on_day[(parent, day)].append((code, name))
+    children = {(parent, month): on_day[(parent, tree_day or month)] for parent, month in pairs}
     codes = {code for found in children.values() for code, _ in found}
     codes |= {parent for parent, _ in pairs}
     months = [month for _, month in pairs]

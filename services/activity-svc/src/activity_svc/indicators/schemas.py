@@ -17,6 +17,7 @@ from activity_svc.catalogue import (
     RecordKind,
     VariationUnit,
 )
+from activity_svc.indicators.explain import Contribution
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
 from activity_svc.referential.tree import LOCAL_TIME
@@ -228,6 +229,58 @@ class RecordRead(ReadModel):
     amount: float | None
     import_id: uuid.UUID
     received_at: Annotated[datetime, AfterValidator(_local)]
+
+
+class Contributions(BaseModel):
+    """What explains an org unit's figure against last year: each child's share of the
+    variation, biggest first (they add up to it)."""
+
+    indicator: IndicatorSummary
+    org_unit: OrgUnitRef
+    period: str = Field(description="The month, YYYY-MM.")
+    scope: Scope
+    year_to_date: bool = Field(description="The year to date's change, or the month's.")
+    value: float | None
+    reference: float | None = Field(description="Last year's figure.")
+    variation: float | None
+    variation_unit: VariationUnit
+    complete_up_to: CompleteUpTo
+    children: list[Contribution]
+
+
+class UnitBacklog(BaseModel):
+    """A unit's outpatient acts not coded yet."""
+
+    unit: str
+    name: str
+    uncoded: int
+    amount: float = Field(description="What they would bill (EUR), as sent.")
+    oldest: date = Field(description="The day of the oldest.")
+
+
+class UncodedAct(ReadModel):
+    """An outpatient act not coded yet."""
+
+    source: str
+    source_id: str
+    finess: str
+    unit: str
+    uf: str
+    occurred_on: date
+    age_days: int = Field(description="Days since the act.")
+    code: str | None
+    code_system: str | None
+    amount: float | None
+
+
+class CodingWorklist(Page[UncodedAct]):
+    """The outpatient acts not coded yet below an org unit, oldest first, with the backlog
+    of each unit."""
+
+    org_unit: OrgUnitRef
+    uncoded: int = Field(description="Every act not coded yet below the org unit.")
+    amount: float = Field(description="What they would bill (EUR), as sent.")
+    units: list[UnitBacklog] = Field(description="Per unit, its oldest act first.")
 
 
 class RecordPage(Page[RecordRead]):

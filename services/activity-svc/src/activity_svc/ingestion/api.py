@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,39 +134,45 @@ async def delete_record(
 @router.post(
     "/records/withdrawals",
     response_model=WithdrawalRead,
-    summary="Withdraw records: a JSON list (up to 10 000) or a CSV file (up to 100 000)",
+    summary="Withdraw records named in a JSON list (up to 10 000)",
+)
+async def withdraw_listed(
+    batch: WithdrawalBatch, request: Request, principal: Writer
+) -> WithdrawalRead:
+    """The records named by `(finess, source, source_id)` that are stored are deleted and
+    taken from the figures, in one transaction; those already absent are counted in
+    `absent`. A record of another establishment refuses the whole list (403)."""
+    keys = [RecordKey(r.finess, r.source, r.source_id) for r in batch.records]
+    return _withdrawal_read(await withdraw_records(database_of(request), principal, keys))
+
+
+@router.post(
+    "/withdrawals",
+    response_model=WithdrawalRead,
+    summary="Withdraw the records a CSV file names (up to 100 000)",
+    responses={
+        415: {"description": "Not a CSV body."},
+        422: {"description": "A bad row (its line and field), a header without the fields."},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/WithdrawalBatch"}},
-                "text/csv": {"schema": {"type": "string", "format": "binary"}},
-            },
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
 )
-async def withdraw(request: Request, principal: Writer) -> WithdrawalRead:
-    """The records named by `(finess, source, source_id)`: JSON `{"records": [...]}`, or
-    CSV with a header naming `finess`, `source` and `source_id` (any order, `,` or `;`).
-    Every row is checked first: one bad row is a 422 naming its line and field, and
-    nothing is withdrawn. Those stored are deleted and taken from the figures, in one
-    transaction; those already absent are counted in `absent`."""
+async def withdraw_file(request: Request, principal: Writer) -> WithdrawalRead:
+    """CSV with a header naming `finess`, `source` and `source_id` (any order, `,` or `;`,
+    UTF-8 with or without BOM). Every row is checked first: a bad row is a 422 naming its
+    line and field, and nothing is withdrawn."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if media in _CSV_TYPES:
-        keys = _withdrawal_rows(body)
-    elif media in ("application/json", ""):
-        try:
-            batch = WithdrawalBatch.model_validate_json(body)
-        except ValidationError as invalid:
-            located = [{**e, "loc": ("body", *e["loc"])} for e in invalid.errors()]
-            raise RequestValidationError(located) from None
-        keys = [RecordKey(r.finess, r.source, r.source_id) for r in batch.records]
-    else:
+    if media not in _CSV_TYPES:
         raise UnsupportedMediaType(
-            f"Content-Type {media!r} is not a withdrawal: send application/json or text/csv.",
-            accepted=["application/json", "text/csv"],
+            f"Content-Type {media or '(none)'!r} is not a withdrawal file: send text/csv"
+            " (or a JSON list to POST /records/withdrawals).",
+            accepted=list(_CSV_TYPES[:1]),
         )
+    keys = _withdrawal_rows(await request.body())
     return _withdrawal_read(await withdraw_records(database_of(request), principal, keys))
 
 

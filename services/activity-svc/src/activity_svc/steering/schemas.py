@@ -6,9 +6,10 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from activity_svc.catalogue import VariationUnit
+from activity_svc.indicators.explain import Contribution
 from activity_svc.models import (
     Alert,
     AlertBasis,
@@ -79,19 +80,6 @@ class AlertRuleRead(ReadModel):
     created_by: str
 
 
-class ContributionRead(BaseModel):
-    """A child's share of its parent's change from last year."""
-
-    org_unit: str
-    name: str
-    value: float | None = Field(description="The child's figure.")
-    reference: float | None = Field(description="The child's figure last year.")
-    contribution: float = Field(
-        description="Its share of the parent's variation, in the variation's unit: the"
-        " children's add up to it."
-    )
-
-
 class AlertRead(ReadModel):
     """A rule's alert on one org unit, following the months (opened, updated, closed)."""
 
@@ -115,7 +103,7 @@ class AlertRead(ReadModel):
     closed_reason: str | None = Field(
         description="`within_threshold`, `no_reference` or `rule_deleted`; null while open."
     )
-    contributions: list[ContributionRead] = Field(
+    contributions: list[Contribution] = Field(
         description="The children contributing most to the change from last year, biggest"
         " first (none for a median)."
     )
