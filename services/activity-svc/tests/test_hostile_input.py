@@ -5,14 +5,17 @@ field and the rule, with nothing written."""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from activity_testing import CHU
+from fastapi import FastAPI
 from test_ingestion import act, post_records, record_count, stay
 
+from ght_shared.app import SCOPES_EXTENSION
 from ght_shared.db import Database
 from ght_shared.errors import MAX_REPORTED_ERRORS
 
@@ -192,3 +195,33 @@ async def test_a_number_or_an_edge_year_is_not_a_day_to_read_the_tree_at(
 
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "at"
+
+
+async def test_every_route_that_declares_a_scope_is_401_without_a_token(
+    activity_app: FastAPI, activity: httpx.AsyncClient
+) -> None:
+    # Every operation of the OpenAPI document but the probes declares a scope (the extension
+    # the gateway reads), and each, new ones included, refuses a call with no token before
+    # reading anything else.
+    operations = [
+        (method.upper(), path, operation)
+        for path, by_method in activity_app.openapi()["paths"].items()
+        if not path.startswith("/health/")
+        for method, operation in by_method.items()
+    ]
+    assert [(m, p) for m, p, operation in operations if SCOPES_EXTENSION not in operation] == []
+    calls = [(m, re.sub(r"\{(\w+)\}", _path_value, p)) for m, p, _ in operations]
+    assert len(calls) >= 33
+    for method, path in calls:
+        response = await activity.request(method, path)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.json()["code"] == "unauthenticated", (method, path)
+
+
+def _path_value(param: re.Match[str]) -> str:
+    name = param.group(1)
+    if name.endswith("id"):
+        return "6f1c1a5e-0000-4000-8000-000000000000"
+    if name in {"valid_from", "day"}:
+        return "2026-01-01"
+    return "CHU-MED"

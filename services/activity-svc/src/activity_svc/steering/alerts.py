@@ -22,13 +22,12 @@ from activity_svc.lookups import indicator_of, org_unit_of
 from activity_svc.models import (
     Alert,
     AlertBasis,
-    AlertChange,
     AlertChangeKind,
     AlertDirection,
     AlertRule,
     AlertStatus,
 )
-from activity_svc.steering.evaluation import close_alert, closed_event
+from activity_svc.steering.evaluation import close_alert, closed_event, record_change
 from ght_shared.audit import record_audit
 from ght_shared.auth import Principal
 from ght_shared.outbox import add_events
@@ -128,18 +127,7 @@ async def acknowledge_alert(session: AsyncSession, actor: Principal, alert_id: u
         "acknowledged_at": now.isoformat(),
         "acknowledged_by": actor.sub,
     }
-    session.add(
-        AlertChange(
-            alert_id=alert.id,
-            at=now,
-            change=AlertChangeKind.ACKNOWLEDGED,
-            period=alert.period,
-            value=alert.value,
-            reference=alert.reference,
-            deviation=alert.deviation,
-            by=actor.sub,
-        )
-    )
+    record_change(session, alert, AlertChangeKind.ACKNOWLEDGED, now, by=actor.sub)
     await session.flush()
     await record_audit(
         session, actor, "alert.acknowledged", f"alert/{alert.id}", establishment=alert.finess

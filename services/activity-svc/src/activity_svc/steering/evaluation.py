@@ -358,7 +358,15 @@ def _apply(alert: Alert, state: dict[str, Any]) -> None:
     alert.detail = {**alert.detail, **state["detail_figure"]}
 
 
-def _history(session: AsyncSession, alert: Alert, change: AlertChangeKind, now: datetime) -> None:
+def record_change(
+    session: AsyncSession,
+    alert: Alert,
+    change: AlertChangeKind,
+    now: datetime,
+    *,
+    by: str | None = None,
+) -> None:
+    """Keep the alert's state after ``change`` in its history (``by``: who, for a person's act)."""
     session.add(
         AlertChange(
             alert_id=alert.id,
@@ -368,6 +376,7 @@ def _history(session: AsyncSession, alert: Alert, change: AlertChangeKind, now: 
             value=alert.value,
             reference=alert.reference,
             deviation=alert.deviation,
+            by=by,
         )
     )
 
@@ -390,7 +399,7 @@ def _open(
     )
     _apply(alert, _state(step, contributions))
     session.add(alert)
-    _history(session, alert, AlertChangeKind.OPENED, now)
+    record_change(session, alert, AlertChangeKind.OPENED, now)
     return alert
 
 
@@ -409,7 +418,7 @@ def _reopen(
     alert.detail = {
         k: v for k, v in alert.detail.items() if not k.startswith(("closed_", "acknowledged_"))
     }
-    _history(session, alert, AlertChangeKind.REOPENED, now)
+    record_change(session, alert, AlertChangeKind.REOPENED, now)
 
 
 def _update(
@@ -424,7 +433,7 @@ def _update(
     _apply(alert, state)
     if seen != (alert.period, alert.value, alert.reference, alert.deviation, alert.threshold):
         alert.updated_at = now
-        _history(session, alert, AlertChangeKind.UPDATED, now)
+        record_change(session, alert, AlertChangeKind.UPDATED, now)
 
 
 def close_alert(
@@ -447,18 +456,7 @@ def close_alert(
     alert.status = AlertStatus.CLOSED
     alert.closed_at = alert.updated_at = now
     alert.detail = {**alert.detail, "closed_reason": reason}
-    session.add(
-        AlertChange(
-            alert_id=alert.id,
-            at=now,
-            change=AlertChangeKind.CLOSED,
-            period=alert.period,
-            value=alert.value,
-            reference=alert.reference,
-            deviation=alert.deviation,
-            by=by,
-        )
-    )
+    record_change(session, alert, AlertChangeKind.CLOSED, now, by=by)
 
 
 def _raised(alert: Alert) -> Event:
