@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.models import OrgUnitKind
+from activity_svc.models import OrgUnitKind, UnitMonth
 from activity_svc.referential.org_units import SaveOrgUnit, save_org_unit
 from ght_shared.auth import TERRITORY as EVERYWHERE
 from ght_shared.auth import Principal
@@ -72,3 +73,10 @@ async def build_territory(
                 installed_beds=node.beds,
             ),
         )
+
+
+async def put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
+    """A unit-month's measures as merges would have left them (the others 0)."""
+    await session.execute(
+        insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
+    )

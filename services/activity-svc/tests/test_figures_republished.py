@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from activity_testing import CHU, TERRITORY
-from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from activity_testing import CHU, TERRITORY, put_unit_month
+from sqlalchemy import select, text
 
 from activity_svc.consumers import on_contract_signed
 from activity_svc.events import ALERT_RAISED, CAPACITY_CHANGED, INDICATOR_UPDATED
-from activity_svc.models import Alert, AlertBasis, AlertDirection, UnitMonth
+from activity_svc.models import Alert, AlertBasis, AlertDirection
 from activity_svc.months import add_months, first_of_month
 from activity_svc.referential.tree import capacity_on, today
 from activity_svc.settings import Settings
@@ -40,12 +39,6 @@ CADRE = Principal.model_validate(
     {"sub": "cadre", "establishments": ["*"], "scope": "activity:read activity:write"}
 )
 ABOVE_THE_UNIT = {"CHU-CAR", "CHU-MED", CHU, TERRITORY}
-
-
-async def _put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
-    await session.execute(
-        insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
-    )
 
 
 async def _rule(
@@ -94,9 +87,9 @@ async def _occupancy_at_half(database: Database) -> uuid.UUID:
     more than 10 % above last year."""
     async with database.transaction() as session:
         for month, days in ((JAN, 31), (FEB, 28), (MAR, 31)):
-            await _put_unit_month(session, "CHU-2101", month, stays_full=50, stay_days=20 * days)
+            await put_unit_month(session, "CHU-2101", month, stays_full=50, occupied_days=20 * days)
         for month, days in ((date(2024, 1, 1), 31), (date(2024, 2, 1), 29), (date(2024, 3, 1), 31)):
-            await _put_unit_month(session, "CHU-2101", month, stays_full=50, stay_days=20 * days)
+            await put_unit_month(session, "CHU-2101", month, stays_full=50, occupied_days=20 * days)
     # In points: the year to date to March goes from 50 % to 56.7 %.
     return await _rule(
         database, "CHU-MED", OCCUPANCY, AlertBasis.LAST_YEAR, AlertDirection.ABOVE, threshold=5.0
@@ -236,7 +229,7 @@ async def _cardiology_stays(database: Database) -> uuid.UUID:
     medicine pôle: full stays more than 10 % below target."""
     async with database.transaction() as session:
         for month in (JAN, FEB, MAR):
-            await _put_unit_month(session, "CHU-2101", month, stays_full=100)
+            await put_unit_month(session, "CHU-2101", month, stays_full=100)
     return await _rule(database, "CHU-MED", STAYS, AlertBasis.TARGET, AlertDirection.BELOW)
 
 
@@ -378,9 +371,9 @@ async def test_a_new_rule_raises_its_alerts_at_once_on_the_last_twelve_months(
         # Last month: half of the same month last year (-50 %); the year before, a
         # -90 % fall too, but outside the twelve months a new rule looks at. Written
         # straight into the table: no change of figures evaluates the rules.
-        await _put_unit_month(session, "CHU-1101", last_month, imaging_exams=50)
-        await _put_unit_month(session, "CHU-1101", add_months(last_month, -12), imaging_exams=100)
-        await _put_unit_month(session, "CHU-1101", add_months(last_month, -24), imaging_exams=1000)
+        await put_unit_month(session, "CHU-1101", last_month, imaging_exams=50)
+        await put_unit_month(session, "CHU-1101", add_months(last_month, -12), imaging_exams=100)
+        await put_unit_month(session, "CHU-1101", add_months(last_month, -24), imaging_exams=1000)
 
     created = await activity.post(
         "/alert-rules",
@@ -417,8 +410,8 @@ async def test_a_new_rule_on_figures_within_its_threshold_raises_nothing(
 ) -> None:
     last_month = add_months(first_of_month(today()), -1)
     async with database.transaction() as session:
-        await _put_unit_month(session, "CHU-1101", last_month, imaging_exams=95)
-        await _put_unit_month(session, "CHU-1101", add_months(last_month, -12), imaging_exams=100)
+        await put_unit_month(session, "CHU-1101", last_month, imaging_exams=95)
+        await put_unit_month(session, "CHU-1101", add_months(last_month, -12), imaging_exams=100)
     created = await activity.post(
         "/alert-rules",
         json={

@@ -9,12 +9,11 @@ from datetime import UTC, date, datetime
 
 import httpx
 import pytest
-from activity_testing import CHU, TERRITORY
+from activity_testing import CHU, TERRITORY, put_unit_month
 from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.events import INDICATOR_UPDATED
-from activity_svc.models import Alert, AlertRule, OrgUnitKind, UnitMonth
+from activity_svc.models import Alert, AlertRule, OrgUnitKind
 from activity_svc.reactions import figures_changed
 from activity_svc.referential.tree import OrgUnitChange, upsert_org_unit
 from ght_shared.db import Database
@@ -36,12 +35,6 @@ STAY_INDICATORS = {
 ANCESTORS_OF_RADIOLOGY = {"CHU-RAD", "CHU-IMG", CHU, TERRITORY}
 
 
-async def put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
-    await session.execute(
-        insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
-    )
-
-
 async def _outbox_ids(database: Database) -> set[str]:
     async with database.transaction() as session:
         rows = await session.execute(
@@ -57,13 +50,16 @@ async def test_an_import_gives_one_event_per_indicator_org_unit_and_month(
     import_id = uuid.uuid4()
     async with database.transaction() as session:
         # Thousands of records of an import summed into three unit-months.
-        await put_unit_month(session, "CHU-1101", MARCH, stays_full=4000, stay_days=16000)
-        await put_unit_month(session, "CHU-1102", MARCH, stays_full=3000, stay_days=9000)
-        await put_unit_month(session, "CHU-1101", APRIL, stays_full=3000, stay_days=12000)
+        days = {"stay_days": 16000, "occupied_days": 15000}
+        await put_unit_month(session, "CHU-1101", MARCH, stays_full=4000, **days)
+        days = {"stay_days": 9000, "occupied_days": 9500}
+        await put_unit_month(session, "CHU-1102", MARCH, stays_full=3000, **days)
+        days = {"stay_days": 12000, "occupied_days": 12500}
+        await put_unit_month(session, "CHU-1101", APRIL, stays_full=3000, **days)
         count = await figures_changed(
             session,
             {("CHU-1101", MARCH), ("CHU-1102", MARCH), ("CHU-1101", APRIL)},
-            {"stays_full", "stay_days"},
+            {"stays_full", "stay_days", "occupied_days"},
             import_id,
         )
     expected = {

@@ -3,11 +3,10 @@ median, targets, and the two scopes after a unit moves."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from activity_testing import put_unit_month
 
 from activity_svc.catalogue import INDICATORS_BY_CODE, coding_delay_measure
 from activity_svc.indicators.explain import contributions_of
@@ -23,7 +22,7 @@ from activity_svc.indicators.values import (
     value_of,
     variation_of,
 )
-from activity_svc.models import OrgUnitKind, UnitMonth
+from activity_svc.models import OrgUnitKind
 from activity_svc.months import add_months
 from activity_svc.referential.tree import OrgUnitChange, set_capacity, upsert_org_unit
 from ght_shared.db import Database
@@ -34,12 +33,6 @@ EXAMS = INDICATORS_BY_CODE["imaging_exams"]
 OCCUPANCY = INDICATORS_BY_CODE["bed_occupancy_rate"]
 DELAY = INDICATORS_BY_CODE["median_coding_delay"]
 COMPLETENESS = INDICATORS_BY_CODE["coding_completeness_rate"]
-
-
-async def put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
-    await session.execute(
-        insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
-    )
 
 
 def month(year: int, m: int) -> date:
@@ -250,7 +243,7 @@ async def test_the_occupancy_rate_divides_days_by_the_beds_installed_on_the_firs
         # 30 beds since 2023; 40 from 15 February 2024, so from March on.
         await set_capacity(session, "CHU-2101", date(2024, 2, 15), 40, "referential")
         for m, days in ((1, 465), (2, 435), (3, 620)):
-            await put_unit_month(session, "CHU-2101", month(2024, m), stay_days=days)
+            await put_unit_month(session, "CHU-2101", month(2024, m), occupied_days=days)
         figures = await compute_figures(
             session, [OCCUPANCY], [("CHU-2101", month(2024, m)) for m in (1, 2, 3)], {}
         )

@@ -11,12 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from activity_testing import CH_NORD, CHU, TERRITORY
+from activity_testing import CH_NORD, CHU, TERRITORY, put_unit_month
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import INDICATORS
-from activity_svc.models import ActivityRecord, DataCompleteness, Target, UnitMonth
+from activity_svc.models import ActivityRecord, DataCompleteness, Target
 from activity_svc.months import add_months, first_of_month
 from activity_svc.referential.tree import today
 from ght_shared.db import Database
@@ -25,12 +24,6 @@ from ght_shared.testing import Headers
 pytestmark = pytest.mark.usefixtures("territory")
 
 MAIN = [i.code for i in INDICATORS if i.main]
-
-
-async def put_unit_month(session: AsyncSession, unit: str, month: date, **measures: float) -> None:
-    await session.execute(
-        insert(UnitMonth).values(unit=unit, month=month, updated_at=datetime.now(UTC), **measures)
-    )
 
 
 async def _complete_up_to(database: Database, days: dict[str, date]) -> None:

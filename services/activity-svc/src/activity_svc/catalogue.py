@@ -38,17 +38,38 @@ class Measure:
     condition: str = "TRUE"
     value: str = "1"
     description: str = ""
+    spread: bool = False
+    """Counted in each month a stay was present in, by its days there (:data:`DAYS_PRESENT`,
+    ``value`` reading the month ``{month}``), not all in its discharge month."""
 
-    def sum_sql(self, alias: str = "r", weight: str = "1") -> str:
+    def sum_sql(self, alias: str = "r", weight: str = "1", month: str = "p.month") -> str:
         """This measure over the records ``alias`` (each counted ``weight`` times), as a SQL
-        aggregate. A ``FILTER``, not a ``CASE``: a record of another kind costs one test,
-        not an addition of zero (most records count in a few of the measures only)."""
+        aggregate; a spread measure reads the month ``month`` (a row of
+        :data:`PRESENT_MONTHS`). A ``FILTER``, not a ``CASE``: a record of another kind
+        costs one test, not an addition of zero (most records count in a few of the
+        measures only)."""
         condition = self.condition.replace("{r}", alias)
-        value = self.value.replace("{r}", alias)
+        value = self.value.replace("{r}", alias).replace("{month}", month)
         return (
             f"coalesce(sum({weight} * ({value}))"
             f" FILTER (WHERE {alias}.kind = '{self.kind}' AND ({condition})), 0)"
         )
+
+
+PRESENT_MONTHS = (
+    "generate_series(date_trunc('month', CAST({r}.occurred_on - {r}.stay_days AS timestamp)),"
+    " date_trunc('month', CAST({r}.occurred_on - 1 AS timestamp)), interval '1 month')"
+)
+"""SQL set of the months a stay ``{r}`` was present in (its nights: from its admission day
+to the day before its discharge), as timestamps; empty for a stay of no night."""
+
+DAYS_PRESENT = (
+    "(least({r}.occurred_on, CAST({month} + interval '1 month' AS date))"
+    " - greatest({r}.occurred_on - {r}.stay_days, CAST({month} AS date)))"
+)
+"""SQL: the days (nights) of a stay ``{r}`` in the month ``{month}``, one of its
+:data:`PRESENT_MONTHS` (its discharge day is ``occurred_on``, its admission day
+``occurred_on - stay_days``)."""
 
 
 # Upper bounds (days, inclusive) of the coding-delay histogram buckets; the last is open.
@@ -110,7 +131,16 @@ MEASURES: tuple[Measure, ...] = (
         RecordKind.STAY,
         "{r}.mode = 'full'",
         "{r}.stay_days",
-        "Days of full stays (discharge date minus admission date).",
+        "Days of full stays (discharge date minus admission date), in their discharge month.",
+    ),
+    Measure(
+        "occupied_days",
+        RecordKind.STAY,
+        "{r}.mode = 'full'",
+        DAYS_PRESENT,
+        "Days full stays were present in the month (their nights there): a stay of 20"
+        " January to 5 March counts 12 days in January, 28 in February, 4 in March.",
+        spread=True,
     ),
     Measure(
         "stays_severity_34",
@@ -212,6 +242,12 @@ class Indicator:
     tags: tuple[str, ...] = field(default=())
 
     @property
+    def whole_months_only(self) -> bool:
+        """Computed for complete months only: it reads a spread measure (the days stays
+        were present), which the stays still present at a partial month's cut lack."""
+        return any(m in MEASURES_BY_NAME and MEASURES_BY_NAME[m].spread for m in self.measures)
+
+    @property
     def is_volume(self) -> bool:
         return not self.denominator and self.aggregation is Aggregation.RATIO
 
@@ -299,12 +335,16 @@ INDICATORS: tuple[Indicator, ...] = (
         "Taux d'occupation des lits",
         "%",
         _HIGHER,
-        ("stay_days",),
+        ("occupied_days",),
         (BED_DAYS,),
         scale=100.0,
         record_filter="{r}.mode = 'full'",
         tags=("stays", "beds"),
-        description="Days of full stays over installed beds x days of the month.",
+        description=(
+            "Days full stays were present in the month over installed beds x days of the"
+            " month. Read from discharged stays: a month's figure grows as the stays still"
+            " present at its end are discharged, and a partial month has none."
+        ),
     ),
     Indicator(
         "outpatient_surgery_rate",

@@ -398,7 +398,7 @@ async def indicator_records(
         select(ActivityRecord)
         .where(
             ActivityRecord.unit.in_(membership),
-            ActivityRecord.month == month,
+            *_in_month(indicator, month),
             # The catalogue's own SQL (never the request's).
             text(f"({records.replace('{r}', ActivityRecord.__tablename__)})"),
             *_record_filters(coded, act_code, drg, severity, mode, source),
@@ -423,6 +423,18 @@ async def indicator_records(
         complete_up_to=complete,
         partial=not is_complete(month, complete),
     )
+
+
+def _in_month(indicator: Indicator, month: date) -> list[ColumnElement[bool]]:
+    """The records counted in ``month``: discharged then, or for an indicator of days
+    present (bed occupancy) the stays present then, discharged that month or later."""
+    if not indicator.whole_months_only:
+        return [ActivityRecord.month == month]
+    return [
+        ActivityRecord.month >= month,
+        ActivityRecord.occurred_on > month,
+        ActivityRecord.occurred_on - ActivityRecord.stay_days < add_months(month, 1),
+    ]
 
 
 def _record_filters(

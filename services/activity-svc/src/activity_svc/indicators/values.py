@@ -507,7 +507,8 @@ async def load_partial_sums(
     the few records after the cut, not the whole month. ``tree_day``: the day of the
     tree in constant scope (that of the sums).
     """
-    columns = sorted(m for m in measures if m != BED_DAYS)
+    # A spread measure (days present) has no piece: stays still present at the cut lack.
+    columns = sorted(m for m in measures if m != BED_DAYS and not MEASURES_BY_NAME[m].spread)
     wanted: list[tuple[str, date, int, bool]] = []
     for code, cut in sorted(set(cuts)):
         for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
@@ -627,6 +628,10 @@ async def compute_figures(
                 series[key] = Series(indicator, sums.get(code, {}), first, last)
             target = targets.get((indicator.code, code, month.year))
             cut = indicator.complete_up_to(cut_of[code])
-            piece = pieces.get((code, cut)) if cut is not None else None
+            piece = (
+                pieces.get((code, cut))
+                if cut is not None and not indicator.whole_months_only
+                else None
+            )
             result.append(series[key].figures(code, finess_of.get(code), month, target, cut, piece))
     return result

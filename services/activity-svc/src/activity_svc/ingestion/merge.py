@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from activity_svc.catalogue import MEASURES
+from activity_svc.catalogue import MEASURES, PRESENT_MONTHS
 from activity_svc.ingestion.fields import FIELDS, KINDS, MAX_TEXT
 from ght_shared.schemas import UNPRINTABLE_SQL
 
@@ -373,7 +373,6 @@ def part_statement(source: str, *, reject_file: bool) -> str:
     old_rows = ", ".join(
         [f"m.o_{n} AS {n}" for n in ("unit", "month", *_MEASURE_INPUTS)] + ["-1 AS sign"]
     )
-    sums = ",\n            ".join(f"{m.sum_sql('d', 'd.sign')} AS {m.name}" for m in MEASURES)
     gate = "AND NOT EXISTS (SELECT 1 FROM errors)" if reject_file else ""
     return f"""
     WITH units AS (
@@ -461,12 +460,7 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         UNION ALL
         SELECT {old_rows} FROM merged m WHERE m.o_unit IS NOT NULL
     ),
-    cells AS (
-        SELECT d.unit, d.month,
-            {sums}
-        FROM deltas d
-        GROUP BY d.unit, d.month
-    ),
+    cells AS ({contribution_sql("deltas", "d.sign")}),
     per_establishment AS (
         -- last_day: the last day its records cover that had ended when they came (the
         -- import's local date, TimeZone being the establishments').
@@ -504,6 +498,34 @@ def part_statement(source: str, *, reject_file: bool) -> str:
     """
 
 
+def contribution_sql(rows: str, weight: str) -> str:
+    """SQL of the contribution to ``unit_month`` of the records ``rows`` (aliased ``d``,
+    each counted ``weight`` times): per unit and month, each measure, a spread one
+    (occupied days) in every month its stays were present in, the others in the
+    record's month."""
+    by_record = [m for m in MEASURES if not m.spread]
+    spread = [m for m in MEASURES if m.spread]
+    in_its_month = ", ".join(
+        [f"{m.sum_sql('d', weight)} AS {m.name}" for m in by_record]
+        + [f"0 AS {m.name}" for m in spread]
+    )
+    present = ", ".join(
+        [f"0 AS {m.name}" for m in by_record]
+        + [f"{m.sum_sql('d', weight, 'p.month')} AS {m.name}" for m in spread]
+    )
+    totals = ", ".join(f"sum(t.{m.name}) AS {m.name}" for m in MEASURES)
+    return f"""
+        SELECT t.unit, t.month, {totals} FROM (
+            SELECT d.unit, d.month, {in_its_month} FROM {rows} d GROUP BY d.unit, d.month
+            UNION ALL
+            SELECT d.unit, CAST(p.month AS date), {present}
+            FROM {rows} d CROSS JOIN LATERAL {PRESENT_MONTHS.replace("{r}", "d")} AS p(month)
+            WHERE d.kind = 'stay' AND d.stay_days > 0
+            GROUP BY d.unit, p.month
+        ) t
+        GROUP BY t.unit, t.month"""
+
+
 def apply_statement() -> str:
     """The statement adding the parts' contributions to ``unit_month`` (parameters: ``$1``
     their ``deltas`` as text[], ``$2`` the import's time); returns each unit-month it
@@ -539,7 +561,6 @@ def withdrawal_statement() -> str:
     ``$3`` (source_id), arrays of one length; returns how many were there, their
     contribution to ``unit_month`` to take away (as :func:`apply_statement` adds it), and
     their sources."""
-    sums = ", ".join(f"{m.sum_sql('g', '-1')} AS {m.name}" for m in MEASURES)
     return f"""
     WITH named AS (
         SELECT DISTINCT k.finess, k.source, k.source_id
@@ -551,7 +572,7 @@ def withdrawal_statement() -> str:
         WHERE r.source_id = k.source_id AND r.finess = k.finess AND r.source = k.source
         RETURNING r.*
     ),
-    cells AS (SELECT g.unit, g.month, {sums} FROM gone g GROUP BY g.unit, g.month)
+    cells AS ({contribution_sql("gone", "-1")})
     SELECT (SELECT count(*) FROM gone) AS withdrawn,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
         (SELECT coalesce(array_agg(DISTINCT g.source), '{{}}') FROM gone g) AS sources
