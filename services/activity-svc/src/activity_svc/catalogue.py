@@ -184,6 +184,9 @@ MEASURES: tuple[Measure, ...] = (
     ),
 )
 MEASURE_NAMES = frozenset(m.name for m in MEASURES)
+CUBE_MEASURES: tuple[Measure, ...] = tuple(m for m in MEASURES if not m.spread)
+"""The measures ``activity_cube`` keeps by record attributes: a spread one (days present)
+follows a stay's months, not its attributes."""
 MEASURES_BY_NAME: dict[str, Measure] = {m.name: m for m in MEASURES}
 
 BED_DAYS = "bed_days"

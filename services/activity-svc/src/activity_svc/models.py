@@ -249,10 +249,11 @@ class ActivityRecord(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-def _measure_columns() -> dict[str, Any]:
+def _measure_columns(*, spread: bool = True) -> dict[str, Any]:
     return {
         measure.name: mapped_column(Double, nullable=False, default=0, server_default="0")
         for measure in MEASURES
+        if spread or not measure.spread
     }
 
 
@@ -270,6 +271,25 @@ class UnitMonth(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     locals().update(_measure_columns())
+
+
+class ActivityCube(Base):
+    """The measures of one unit in one month by kind, mode and severity ('' or 0 where a
+    record has none), for the analytics.
+
+    Maintained with ``unit_month`` by each merge and withdrawal; the spread measure (days
+    present) is not kept: it follows a stay's months, not its attributes.
+    """
+
+    __tablename__ = "activity_cube"
+
+    unit: Mapped[str] = mapped_column(Text, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    mode: Mapped[str] = mapped_column(Text, primary_key=True)
+    severity: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+
+    locals().update(_measure_columns(spread=False))
 
 
 class RecordImport(Base):

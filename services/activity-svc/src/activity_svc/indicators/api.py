@@ -16,14 +16,24 @@ from sqlalchemy import ColumnElement, Select, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
-from activity_svc.catalogue import INDICATORS, Aggregation, Indicator, Side
+from activity_svc.catalogue import INDICATORS, INDICATORS_BY_CODE, Aggregation, Indicator, Side
 from activity_svc.completeness import complete_up_to, is_complete, last_complete_month
 from activity_svc.errors import InvalidInput, OrgUnitNotFound
+from activity_svc.indicators.analytics import (
+    FILTERABLE,
+    AnalyticsQuery,
+    Dimension,
+    analysable,
+    analytics,
+)
 from activity_svc.indicators.coding import backlog_by_unit, uncoded_acts
 from activity_svc.indicators.explain import children_contributions
 from activity_svc.indicators.overview import activity_overview
 from activity_svc.indicators.schemas import (
     ActivityOverview,
+    Analytics,
+    AnalyticsIndicator,
+    AnalyticsRowRead,
     CodingWorklist,
     Contributions,
     Dashboard,
@@ -47,7 +57,7 @@ from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
 from ght_shared.db import SessionDep
 from ght_shared.identifiers import Finess
-from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
+from ght_shared.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from ght_shared.schemas import Printable
 
 router = APIRouter(tags=["indicators"], responses=AUTH_RESPONSES)
@@ -462,6 +472,242 @@ def _record_filters(
     if source is not None:
         conditions.append(ActivityRecord.source == source)
     return conditions
+
+
+MAX_ANALYTICS_INDICATORS = 10
+MAX_ANALYTICS_DIMENSIONS = 4
+MAX_FILTER_VALUES = 100
+_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
+_YEAR = re.compile(r"^(\d{4})$")
+_FILTER_RULES: dict[Dimension, tuple[re.Pattern[str], str]] = {
+    Dimension.UNIT: (re.compile(CODE_PATTERN), "an org unit code"),
+    Dimension.KIND: (
+        re.compile(r"^(stay|outpatient_act|imaging_exam|consultation|expense|revenue)$"),
+        "a record kind",
+    ),
+    Dimension.MODE: (re.compile(r"^(full|ambulatory)$"), "full or ambulatory"),
+    Dimension.SEVERITY: (re.compile(r"^[1-4]$"), "a severity level, 1 to 4"),
+    Dimension.DRG_ROOT: (re.compile(r"^[0-9]{2}[CKMZ][0-9]{2}$"), "a GHM root (05M09)"),
+    Dimension.CODE: (re.compile(r"^[A-Z0-9]{1,7}$"), "a CCAM or NGAP code"),
+}
+ListQuery = Annotated[str | None, Query(max_length=2000)]
+
+
+def _items(value: str | None, field: str, most: int) -> list[str]:
+    """A comma-separated list (blanks dropped, duplicates refused), at most ``most``."""
+    items = [item.strip() for item in (value or "").split(",") if item.strip()]
+    if len(items) > most:
+        raise InvalidInput(
+            f"At most {most} values in {field} ({len(items)} given).", field=field, rule="max_items"
+        )
+    if len(set(items)) != len(items):
+        raise InvalidInput(f"{field} names a value twice.", field=field, rule="duplicate")
+    return items
+
+
+def parse_period(value: str | None, last_complete: date) -> tuple[date, date]:
+    """A year (``2026``), a quarter (``2026-Q3``), a month (``2026-10``) or a span of
+    months (``2025-11..2026-10``), as (first month, last month); by default the year to
+    date of the last complete month."""
+    if value is None:
+        return date(last_complete.year, 1, 1), last_complete
+    given = value.strip()
+    if (year := _YEAR.match(given)) is not None:
+        first = parse_month(f"{year[1]}-01", "period")
+        return first, date(first.year, 12, 1)
+    if (quarter := _QUARTER.match(given)) is not None:
+        first = parse_month(f"{quarter[1]}-{3 * int(quarter[2]) - 2:02d}", "period")
+        return first, add_months(first, 2)
+    first_text, _, last_text = given.partition("..")
+    first = parse_month(first_text, "period")
+    last = parse_month(last_text, "period") if last_text else first
+    if first > last:
+        raise InvalidInput(
+            f"period {given} ends before it starts.", field="period", rule="before_to"
+        )
+    return first, last
+
+
+@router.get(
+    "/analytics",
+    responses=NOT_FOUND,
+    summary="Indicators broken down by several dimensions over a period, against last year",
+    response_model=Analytics,
+)
+async def indicator_analytics(
+    principal: Reader,
+    session: SessionDep,
+    org_unit: OrgUnitCode,
+    indicators: Annotated[
+        str,
+        Query(
+            max_length=1000,
+            description="Indicator codes, comma-separated (at most 10; not the occupancy"
+            " rate, whose bed days are no record's).",
+        ),
+    ],
+    dimensions: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Comma-separated, at most 4, in the rows' order: org_unit (the"
+            " direct children), unit, month, quarter, kind, mode, severity, drg_root, code."
+            " None: one row, the total.",
+        ),
+    ] = None,
+    period: Annotated[
+        str | None,
+        Query(
+            max_length=16,
+            description="2026, 2026-Q3, 2026-10 or 2025-11..2026-10 (12 months at most),"
+            " cut at the last complete month; the year to date by default.",
+        ),
+    ] = None,
+    compare: Annotated[
+        Literal["last_year", "none"], Query(description="Against the same months of last year.")
+    ] = "last_year",
+    scope: ScopeQuery = Scope.AS_WAS,
+    unit: Annotated[ListQuery, Query(description="Keep these units (codes).")] = None,
+    kind: Annotated[ListQuery, Query(description="Keep these record kinds.")] = None,
+    mode: Annotated[ListQuery, Query(description="Keep these stay modes.")] = None,
+    severity: Annotated[ListQuery, Query(description="Keep these severity levels.")] = None,
+    drg_root: Annotated[ListQuery, Query(description="Keep these GHM roots (05M09).")] = None,
+    code: Annotated[ListQuery, Query(description="Keep these act codes.")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Analytics:
+    """Each row: the values of its dimensions, each indicator's value over the period
+    (recomputed from its summed parts), last year's over the same months and the
+    variation (points for a rate). Rows in the order of their dimensions, paged."""
+    chosen = [
+        _analysable(code_) for code_ in _items(indicators, "indicators", MAX_ANALYTICS_INDICATORS)
+    ]
+    if not chosen:
+        raise InvalidInput("Name at least one indicator.", field="indicators", rule="required")
+    by = [_dimension(name) for name in _items(dimensions, "dimensions", MAX_ANALYTICS_DIMENSIONS)]
+    if Dimension.MONTH in by and Dimension.QUARTER in by:
+        raise InvalidInput(
+            "month and quarter cannot both be dimensions.",
+            field="dimensions",
+            rule="month_or_quarter",
+        )
+    given = {
+        Dimension.UNIT: unit,
+        Dimension.KIND: kind,
+        Dimension.MODE: mode,
+        Dimension.SEVERITY: severity,
+        Dimension.DRG_ROOT: drg_root,
+        Dimension.CODE: code,
+    }
+    filters = {d: _filter_values(d, given[d]) for d in FILTERABLE if given[d] is not None}
+    root = await readable_org_unit(session, principal, org_unit)
+    complete = await complete_up_to_of(session, root)
+    last_complete = min(
+        last_complete_month(indicator.complete_up_to(complete)) for indicator in chosen
+    )
+    first, last = parse_period(period, last_complete)
+    last = min(last, last_complete)
+    if first > last:
+        raise InvalidInput(
+            f"The data of {first:%Y-%m} is not complete yet (complete up to {complete}).",
+            field="period",
+            rule="not_complete",
+        )
+    if len(months_between(first, last)) > 12:
+        raise InvalidInput("At most 12 months per period.", field="period", rule="max_months")
+    types = [int if d is Dimension.SEVERITY else str for d in by]
+    after = decode_cursor(cursor, *types) if cursor is not None and by else None
+    query = AnalyticsQuery(
+        org_unit=root.code,
+        indicators=chosen,
+        dimensions=by,
+        first=first,
+        last=last,
+        compare=compare == "last_year",
+        scope=scope,
+        tree_day=constant_tree_day(last) if scope is Scope.CONSTANT else None,
+        filters=filters,
+        limit=limit,
+        after=after,
+    )
+    rows, more = await analytics(session, query)
+    codes = {
+        str(key)
+        for row in rows
+        for d, key in zip(by, row.keys, strict=True)
+        if d in (Dimension.ORG_UNIT, Dimension.UNIT)
+    }
+    return Analytics(
+        org_unit=root,
+        scope=scope,
+        first_month=f"{first:%Y-%m}",
+        last_month=f"{last:%Y-%m}",
+        compare=compare,
+        complete_up_to=complete,
+        dimensions=by,
+        indicators=[AnalyticsIndicator.of(i) for i in chosen],
+        labels=await _names(session, codes),
+        rows=[AnalyticsRowRead.of(row, by) for row in rows],
+        next_cursor=encode_cursor(*rows[-1].keys) if more and rows and by else None,
+    )
+
+
+def _analysable(code: str) -> Indicator:
+    indicator = INDICATORS_BY_CODE.get(code)
+    if indicator is None:
+        raise InvalidInput(
+            f"No indicator {code!r} in the catalogue.", field="indicators", rule="unknown_indicator"
+        )
+    if not analysable(indicator):
+        raise InvalidInput(
+            f"{code} divides by bed days, which no record carries: read it by month at"
+            f" /indicators/{code}/values.",
+            field="indicators",
+            rule="not_analysable",
+        )
+    return indicator
+
+
+def _dimension(name: str) -> Dimension:
+    try:
+        return Dimension(name)
+    except ValueError:
+        known = ", ".join(d.value for d in Dimension)
+        raise InvalidInput(
+            f"No dimension {name[:40]!r}: one of {known}.", field="dimensions", rule="one_of"
+        ) from None
+
+
+def _filter_values(dimension: Dimension, value: str | None) -> list[str | int]:
+    pattern, what = _FILTER_RULES[dimension]
+    items = _items(value, dimension.value, MAX_FILTER_VALUES)
+    for item in items:
+        if pattern.match(item) is None:
+            raise InvalidInput(
+                f"{dimension.value} must list values each {what}, not {item[:40]!r}.",
+                field=dimension.value,
+                rule="pattern",
+            )
+    if not items:
+        raise InvalidInput(
+            f"{dimension.value} keeps no value.", field=dimension.value, rule="required"
+        )
+    return [int(i) for i in items] if dimension is Dimension.SEVERITY else list(items)
+
+
+async def _names(session: AsyncSession, codes: set[str]) -> dict[str, str]:
+    """Each org unit's name as it is today (its latest version)."""
+    if not codes:
+        return {}
+    day = today()
+    rows = await session.execute(
+        select(OrgUnitVersion.code, OrgUnitVersion.name).where(
+            OrgUnitVersion.code.in_(codes),
+            OrgUnitVersion.valid_from <= day,
+            or_(OrgUnitVersion.valid_to.is_(None), OrgUnitVersion.valid_to > day),
+        )
+    )
+    return {code: name for code, name in rows}
 
 
 @router.get(

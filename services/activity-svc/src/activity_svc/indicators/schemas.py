@@ -17,6 +17,7 @@ from activity_svc.catalogue import (
     RecordKind,
     VariationUnit,
 )
+from activity_svc.indicators.analytics import AnalyticsRow, Dimension
 from activity_svc.indicators.explain import Contribution
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
@@ -189,6 +190,62 @@ class Dashboard(BaseModel):
     indicators: list[IndicatorSummary]
     org_unit: OrgUnitFigures
     children: list[OrgUnitFigures]
+
+
+class AnalyticsIndicator(IndicatorSummary):
+    variation_unit: VariationUnit
+
+    @classmethod
+    def of(cls, indicator: Indicator) -> AnalyticsIndicator:
+        return cls(
+            **IndicatorSummary.of(indicator).model_dump(), variation_unit=indicator.variation_unit
+        )
+
+
+class AnalyticsCell(BaseModel):
+    value: float | None
+    last_year: float | None = Field(description="The same months of last year's.")
+    variation: float | None = Field(description="In the indicator's `variation_unit`.")
+
+
+class AnalyticsRowRead(BaseModel):
+    dimensions: dict[str, str | int] = Field(
+        description="The row's value of each dimension ('' or 0: records without it)."
+    )
+    values: dict[str, AnalyticsCell] = Field(description="Per indicator code.")
+
+    @classmethod
+    def of(cls, row: AnalyticsRow, dimensions: list[Dimension]) -> AnalyticsRowRead:
+        return cls(
+            dimensions=dict(zip(dimensions, row.keys, strict=True)),
+            values={
+                code: AnalyticsCell(
+                    value=cell.value, last_year=cell.last_year, variation=cell.variation
+                )
+                for code, cell in row.cells.items()
+            },
+        )
+
+
+class Analytics(BaseModel):
+    """Indicators broken down by several dimensions over a period, against last year."""
+
+    org_unit: OrgUnitRef
+    scope: Scope
+    first_month: str = Field(description="The period's first month, YYYY-MM.")
+    last_month: str = Field(
+        description="Its last month, YYYY-MM: the last complete one when the period asked"
+        " goes further."
+    )
+    compare: str = Field(description="`last_year`, or `none`.")
+    complete_up_to: CompleteUpTo
+    dimensions: list[Dimension]
+    indicators: list[AnalyticsIndicator]
+    labels: dict[str, str] = Field(description="The name of each org unit in the rows.")
+    rows: list[AnalyticsRowRead] = Field(description="In the order of their dimensions.")
+    next_cursor: str | None = Field(
+        description="Pass it as `cursor` to read the next page; null on the last page."
+    )
 
 
 def _local(moment: datetime | None) -> datetime | None:

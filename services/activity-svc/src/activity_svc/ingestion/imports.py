@@ -289,7 +289,11 @@ async def _merge(
     applied = None
     if not (reject_file and any(o.rejected for o in outcomes)):
         applied = await connection.fetchval(
-            APPLY_STATEMENT, [o.deltas for o in outcomes], now, timeout=timeout
+            APPLY_STATEMENT,
+            [o.deltas for o in outcomes],
+            now,
+            [o.cube for o in outcomes],
+            timeout=timeout,
         )
     return MergeOutcome.of(outcomes, applied)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from activity_svc.catalogue import MEASURES, PRESENT_MONTHS
+from activity_svc.catalogue import CUBE_MEASURES, MEASURES, PRESENT_MONTHS
 from activity_svc.ingestion.fields import FIELDS, KINDS, MAX_TEXT
 from ght_shared.schemas import UNPRINTABLE_SQL
 
@@ -461,6 +461,7 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         SELECT {old_rows} FROM merged m WHERE m.o_unit IS NOT NULL
     ),
     cells AS ({contribution_sql("deltas", "d.sign")}),
+    cube AS ({cube_contribution_sql("deltas", "d.sign")}),
     per_establishment AS (
         -- last_day: the last day its records cover that had ended when they came (the
         -- import's local date, TimeZone being the establishments').
@@ -489,6 +490,7 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         (SELECT count(*) FROM merged) AS changed,
         (SELECT coalesce(json_agg(f), '[]')::text FROM first_errors f) AS rejections,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
+        (SELECT coalesce(json_agg(c), '[]')::text FROM cube c) AS cube,
         (SELECT coalesce(json_agg(json_build_object(
             'finess', finess, 'accepted', accepted, 'rejected', rejected,
             'last_day', last_day)), '[]')::text
@@ -526,10 +528,34 @@ def contribution_sql(rows: str, weight: str) -> str:
         GROUP BY t.unit, t.month"""
 
 
+CUBE_DIMENSIONS: tuple[tuple[str, str, str], ...] = (
+    ("kind", "text", "d.kind"),
+    ("mode", "text", "coalesce(d.mode, '')"),
+    ("severity", "smallint", "coalesce(d.severity, 0)"),
+)
+"""The columns ``activity_cube`` keeps beside (unit, month): (name, type, value of a
+record ``d``); '' or 0 where a record has none (an act has no mode). Only attributes of
+few values: a unit-month has a handful of rows (GHM roots and act codes, by the hundred,
+would leave it nearly as many rows as records: the analytics read those from the
+records)."""
+
+
+def cube_contribution_sql(rows: str, weight: str) -> str:
+    """SQL of the contribution to ``activity_cube`` of the records ``rows`` (aliased ``d``,
+    each counted ``weight`` times): per unit, month and :data:`CUBE_DIMENSIONS`, each of
+    :data:`CUBE_MEASURES`."""
+    keys = ", ".join(f"{value} AS {name}" for name, _, value in CUBE_DIMENSIONS)
+    sums = ", ".join(f"{m.sum_sql('d', weight)} AS {m.name}" for m in CUBE_MEASURES)
+    groups = ", ".join(str(i) for i in range(1, len(CUBE_DIMENSIONS) + 3))
+    return f"""
+        SELECT d.unit, d.month, {keys}, {sums} FROM {rows} d GROUP BY {groups}"""
+
+
 def apply_statement() -> str:
-    """The statement adding the parts' contributions to ``unit_month`` (parameters: ``$1``
-    their ``deltas`` as text[], ``$2`` the import's time); returns each unit-month it
-    touched with the measures whose value changed, as JSON text."""
+    """The statement adding the parts' contributions to ``unit_month`` and ``activity_cube``
+    (parameters: ``$1`` their ``deltas`` as text[], ``$2`` the import's time, ``$3`` their
+    ``cube`` as text[]); returns each unit-month it touched with the measures whose value
+    changed, as JSON text."""
     measure_columns = ", ".join(m.name for m in MEASURES)
     record = ", ".join(("unit text", "month date", *(f"{m.name} numeric" for m in MEASURES)))
     sums = ", ".join(f"sum(d.{m.name}) AS {m.name}" for m in MEASURES)
@@ -538,12 +564,34 @@ def apply_statement() -> str:
         f"CASE WHEN new.{m.name} IS DISTINCT FROM coalesce(old.{m.name}, 0) THEN '{m.name}' END"
         for m in MEASURES
     )
+    cube_keys = ", ".join(("unit", "month", *(name for name, _, _ in CUBE_DIMENSIONS)))
+    cube_record = ", ".join(
+        (
+            "unit text",
+            "month date",
+            *(f"{name} {kind}" for name, kind, _ in CUBE_DIMENSIONS),
+            *(f"{m.name} numeric" for m in CUBE_MEASURES),
+        )
+    )
+    cube_columns = ", ".join(m.name for m in CUBE_MEASURES)
+    cube_sums = ", ".join(f"sum(d.{m.name}) AS {m.name}" for m in CUBE_MEASURES)
+    cube_adds = ", ".join(f"{m.name} = c.{m.name} + EXCLUDED.{m.name}" for m in CUBE_MEASURES)
     return f"""
     WITH deltas AS (
         SELECT d.unit, d.month, {sums}
         FROM unnest(CAST($1 AS text[])) AS p(deltas),
             json_to_recordset(p.deltas::json) AS d({record})
         GROUP BY d.unit, d.month
+    ),
+    cube AS (
+        -- Run whether read or not (a data-modifying WITH always is).
+        INSERT INTO activity_cube AS c ({cube_keys}, {cube_columns})
+        SELECT {", ".join(f"d.{k}" for k in cube_keys.split(", "))}, {cube_sums}
+        FROM unnest(CAST($3 AS text[])) AS p(cube),
+            json_to_recordset(p.cube::json) AS d({cube_record})
+        GROUP BY {cube_keys}
+        ORDER BY {cube_keys}
+        ON CONFLICT ({cube_keys}) DO UPDATE SET {cube_adds}
     ),
     cells AS (
         INSERT INTO unit_month AS u (unit, month, updated_at, {measure_columns})
@@ -572,9 +620,11 @@ def withdrawal_statement() -> str:
         WHERE r.source_id = k.source_id AND r.finess = k.finess AND r.source = k.source
         RETURNING r.*
     ),
-    cells AS ({contribution_sql("gone", "-1")})
+    cells AS ({contribution_sql("gone", "-1")}),
+    cube AS ({cube_contribution_sql("gone", "-1")})
     SELECT (SELECT count(*) FROM gone) AS withdrawn,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
+        (SELECT coalesce(json_agg(c), '[]')::text FROM cube c) AS cube,
         (SELECT coalesce(array_agg(DISTINCT g.source), '{{}}') FROM gone g) AS sources
     """
 
@@ -603,6 +653,8 @@ class PartOutcome:
     """Its first rejected rows (line, field, reason, source_id), as JSON text."""
     deltas: str
     """Its contribution to ``unit_month`` (unit, month and each measure), as JSON text."""
+    cube: str
+    """Its contribution to ``activity_cube``, as JSON text."""
     establishments: dict[str, tuple[int, int]]
     last_days: dict[str, date]
     """Per establishment, the last day its records cover that had ended when they came."""
@@ -618,6 +670,7 @@ class PartOutcome:
             changed=row["changed"],
             rejections=row["rejections"],
             deltas=row["deltas"],
+            cube=row["cube"],
             establishments={
                 e["finess"]: (int(e["accepted"]), int(e["rejected"])) for e in establishments
             },

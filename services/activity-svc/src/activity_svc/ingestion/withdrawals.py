@@ -81,7 +81,9 @@ async def withdraw_records(
         now = datetime.now(UTC)
         applied = None
         if row["withdrawn"]:
-            applied = await connection.fetchval(APPLY_STATEMENT, [row["deltas"]], now)
+            applied = await connection.fetchval(
+                APPLY_STATEMENT, [row["deltas"]], now, [row["cube"]]
+            )
         cells = MergeOutcome.of([], applied).cells
         measures: set[str] = set().union(*cells.values()) if cells else set()
         await reactions.figures_changed(session, set(cells), measures, None)
