@@ -1,4 +1,4 @@
-"""activity-svc dashboard: an establishment's pôles, 20 indicators, 12 months, on 10 M records.
+"""activity-svc dashboard and analytics: an establishment's pôles, 12 months, on 10 M records.
 
 Figure (the issue's words): dashboard of an establishment (all its pôles, 20 indicators,
 12 months, with year-over-year) on 10 000 000 records: target p95 ≤ 200 ms. It is
@@ -13,6 +13,10 @@ dashboard reads: 36 months up to last month, every kind, on a territory of 4
 establishments; the one measured has 10 pôles and 320 units, the others 5 pôles and 90
 units each. The service runs as a uvicorn process (uvloop, httptools) with its relay
 publishing to NATS; PostgreSQL has fsync and synchronous_commit on.
+
+Then ``GET /analytics`` over the same establishment's last 12 months against last year's,
+with 3 dimensions (pôle, month, severity: the cube; target p95 ≤ 300 ms), and by GHM
+root (read from the records, its first page of 1 000 rows), on the same load.
 
 Run: ``.venv/bin/python bench/activity_dashboard.py [--records 10000000]``. A missed
 target is reported, not an error.
@@ -62,6 +66,7 @@ from activity_svc.months import add_months, first_of_month
 from ght_shared.devservers import free_port
 
 TARGET_P95_MS = 200.0
+TARGET_ANALYTICS_P95_MS = 300.0
 
 DATABASE = "bench_activity_dashboard"
 # Pôles, departments per pôle, units per department; the measured establishment first.
@@ -231,13 +236,13 @@ def dashboard_answer(response: httpx.Response) -> Answer:
 
 
 async def get_dashboard(
-    client: httpx.AsyncClient, params: dict[str, str | int]
+    client: httpx.AsyncClient, params: dict[str, str | int], path: str = f"/dashboards/{MEASURED}"
 ) -> tuple[float, httpx.Response]:
     started = time.perf_counter()
-    response = await client.get(f"/dashboards/{MEASURED}", params=params)
+    response = await client.get(path, params=params)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
-        raise StackError(f"dashboard answered {response.status_code}: {response.text[:500]}")
+        raise StackError(f"{path} answered {response.status_code}: {response.text[:500]}")
     return elapsed_ms, response
 
 
@@ -269,13 +274,14 @@ async def series(
     params: dict[str, str | int],
     requests: int,
     clients: int,
+    path: str = f"/dashboards/{MEASURED}",
 ) -> Series:
     """``requests`` GETs shared among ``clients`` concurrent sequential clients."""
     latencies: list[float] = []
 
     async def one_client(count: int) -> None:
         for _ in range(count):
-            elapsed_ms, _response = await get_dashboard(client, params)
+            elapsed_ms, _response = await get_dashboard(client, params, path)
             latencies.append(elapsed_ms)
 
     shares = [requests // clients + (1 if c < requests % clients else 0) for c in range(clients)]
@@ -334,6 +340,21 @@ async def measure(args: argparse.Namespace, srv: Servers, root: Path) -> None:
             sequential = await series(client, service, year, args.requests, 1)
             concurrent = await series(client, service, year, args.requests, args.clients)
             single_month = await series(client, service, month, args.requests, 1)
+            print("measuring GET /analytics ...", flush=True)
+            year_span = f"{add_months(last_month, -11):%Y-%m}..{period}"
+            cube = analytics_params(year_span, "org_unit,month,severity")
+            records = analytics_params(year_span, "org_unit,month,drg_root")
+            for params in (cube, records):
+                for _ in range(args.warmup):
+                    await get_dashboard(client, params, "/analytics")
+            cube_rows = len((await get_dashboard(client, cube, "/analytics"))[1].json()["rows"])
+            record_rows = len(
+                (await get_dashboard(client, records, "/analytics"))[1].json()["rows"]
+            )
+            by_cube = await series(client, service, cube, args.requests, 1, "/analytics")
+            by_records = await series(
+                client, service, records, args.requests // 4 or 1, 1, "/analytics"
+            )
             busy_after, total_after = machine_times()
             busy = (busy_after - busy_before) / max(1, total_after - total_before)
     finally:
@@ -361,6 +382,20 @@ async def measure(args: argparse.Namespace, srv: Servers, root: Path) -> None:
                 single_month.summary(),
                 f"(p95 <= {TARGET_P95_MS:.0f} ms)",
                 f"({verdict(single_month.p95 <= TARGET_P95_MS)})",
+            ),
+            (
+                f"analytics, 3 dimensions (org_unit, month, severity) over {MEASURED}'s"
+                f" 12 months vs last year, {cube_rows} rows, sequential",
+                by_cube.summary(),
+                f"p95 <= {TARGET_ANALYTICS_P95_MS:.0f} ms",
+                verdict(by_cube.p95 <= TARGET_ANALYTICS_P95_MS),
+            ),
+            (
+                f"analytics by GHM root (org_unit, month, drg_root; read from the records),"
+                f" first page of {record_rows} rows",
+                by_records.summary(),
+                f"(p95 <= {TARGET_ANALYTICS_P95_MS:.0f} ms)",
+                f"({verdict(by_records.p95 <= TARGET_ANALYTICS_P95_MS)})",
             ),
             (f"answer, {DASHBOARD_MONTHS} months", describe(year_answer), "", ""),
             ("answer, 1 month", describe(month_answer), "", ""),
@@ -390,6 +425,16 @@ async def measure(args: argparse.Namespace, srv: Servers, root: Path) -> None:
             " included)",
         ],
     )
+
+
+def analytics_params(period: str, dimensions: str) -> dict[str, str | int]:
+    return {
+        "org_unit": MEASURED,
+        "indicators": "stays_full,average_length_of_stay,stay_valuation,severity_34_share",
+        "dimensions": dimensions,
+        "period": period,
+        "limit": 1000,
+    }
 
 
 def describe(answer: Answer) -> str:
