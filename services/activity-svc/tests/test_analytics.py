@@ -173,6 +173,32 @@ async def test_filters_keep_what_the_records_carry_and_months_meet_last_years(
     assert _table(months.json(), "coding_completeness_rate")[("2025-02",)] == (0.0, None, None)
 
 
+async def test_the_case_mix_by_major_diagnostic_category_and_severity(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    await _load(activity, auth)
+
+    response = await _analytics(
+        activity,
+        auth,
+        org_unit=CHU,
+        indicators="stays_full,stay_valuation,average_length_of_stay",
+        dimensions="cmd,severity",
+        kind="stay",
+        mode="full",
+        period="2025-Q1",
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert _table(body, "stays_full") == {
+        ("05", 2): (5.0, 6.0, pytest.approx(-100 / 6)),
+        ("05", 4): (1.0, 0.0, None),
+    }
+    assert _table(body, "stay_valuation")[("05", 2)] == (5000.0, 6000.0, pytest.approx(-100 / 6))
+    assert _table(body, "average_length_of_stay")[("05", 2)] == (3.0, 3.0, 0.0)
+
+
 async def test_the_rows_come_in_pages_in_the_order_of_their_dimensions(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:
@@ -250,6 +276,7 @@ async def test_a_withdrawn_or_corrected_record_leaves_the_cube(
         ({"period": "2025-03..2025-01"}, "period", "before_to"),
         ({"severity": "5"}, "severity", "pattern"),
         ({"drg_root": "05M092"}, "drg_root", "pattern"),
+        ({"cmd": "5"}, "cmd", "pattern"),
         ({"compare": "last_month"}, "compare", "literal_error"),
         ({"ward": "x"}, "ward", "unknown_parameter"),
     ],

@@ -422,7 +422,10 @@ async def test_a_file_with_bad_rows_is_rejected_whole_by_default(
         f"/imports/{problem['import_id']}/rejections", headers={**headers, "accept": "text/csv"}
     )
     assert download.headers["content-type"].startswith("text/csv")
-    assert download.text.splitlines()[1].startswith("3,unit,UF 9999 is unknown")
+    lines = download.content.decode("utf-8-sig").splitlines()
+    header = lines.index("Ligne;Champ;Motif;Identifiant source")
+    assert "Lignes rejetées;2" in lines[:header]
+    assert lines[header + 1].startswith("3;unit;UF 9999 is unknown")
 
 
 async def test_a_file_with_bad_rows_merges_the_rest_with_skip_row(

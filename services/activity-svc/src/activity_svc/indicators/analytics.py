@@ -40,6 +40,8 @@ class Dimension(StrEnum):
     KIND = "kind"
     MODE = "mode"
     SEVERITY = "severity"
+    CMD = "cmd"
+    """The GHM's major diagnostic category (its first two characters): the case-mix."""
     DRG_ROOT = "drg_root"
     CODE = "code"
 
@@ -62,10 +64,11 @@ _RECORD_SQL: dict[Dimension, str] = {
     **_DIMENSION_SQL,
     Dimension.MODE: "coalesce(c.mode, '')",
     Dimension.SEVERITY: "coalesce(c.severity, 0)",
+    Dimension.CMD: "coalesce(left(c.drg, 2), '')",
     Dimension.DRG_ROOT: "coalesce(left(c.drg, 5), '')",
     Dimension.CODE: "coalesce(c.code, '')",
 }
-FROM_RECORDS = frozenset({Dimension.DRG_ROOT, Dimension.CODE})
+FROM_RECORDS = frozenset({Dimension.CMD, Dimension.DRG_ROOT, Dimension.CODE})
 """The dimensions read from the records: by the hundred per unit-month, a cube of them
 would hold nearly as many rows as the records (ADR 0021)."""
 FILTERABLE = (
@@ -73,6 +76,7 @@ FILTERABLE = (
     Dimension.KIND,
     Dimension.MODE,
     Dimension.SEVERITY,
+    Dimension.CMD,
     Dimension.DRG_ROOT,
     Dimension.CODE,
 )

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import ColumnElement, Select, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,14 @@ from activity_svc.indicators.analytics import (
 )
 from activity_svc.indicators.coding import backlog_by_unit, uncoded_acts
 from activity_svc.indicators.explain import children_contributions
+from activity_svc.indicators.exports import (
+    analytics_table,
+    dashboard_table,
+    record_query,
+    records_table,
+    streamed_rows,
+    values_table,
+)
 from activity_svc.indicators.overview import activity_overview
 from activity_svc.indicators.schemas import (
     ActivityOverview,
@@ -55,7 +63,8 @@ from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgU
 from activity_svc.months import add_months, first_of_month, months_between
 from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
-from ght_shared.db import SessionDep
+from ght_shared.db import SessionDep, database_of
+from ght_shared.exports import EXPORT_RESPONSES, ExportFormat, ExportFormatDep, export_response
 from ght_shared.identifiers import Finess
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from ght_shared.schemas import Printable
@@ -159,13 +168,14 @@ async def list_indicators(principal: Reader) -> list[IndicatorRead]:
 
 @router.get(
     "/indicators/{code}/values",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **EXPORT_RESPONSES},
     summary="An indicator's figures month by month, with year-over-year, projection, target",
     response_model=IndicatorValues,
 )
 async def indicator_values(
     principal: Reader,
     session: SessionDep,
+    fmt: ExportFormatDep,
     code: Annotated[str, Path(max_length=64)],
     org_unit: OrgUnitCode,
     from_: Annotated[
@@ -184,7 +194,7 @@ async def indicator_values(
         ),
     ] = None,
     scope: ScopeQuery = Scope.AS_WAS,
-) -> IndicatorValues:
+) -> IndicatorValues | Response:
     indicator = indicator_of(code)
     unit = await readable_org_unit(session, principal, org_unit)
     complete = await complete_up_to_of(session, unit)
@@ -204,24 +214,30 @@ async def indicator_values(
     figures = await compute_figures(
         session, [indicator], [(unit.code, m) for m in months], {unit.code: unit.finess}, scope
     )
-    return IndicatorValues(
+    answer = IndicatorValues(
         indicator=IndicatorSummary.of(indicator),
         org_unit=unit,
         scope=scope,
         complete_up_to=complete,
         values=[FiguresRead.of(f) for f in figures],
     )
+    if fmt is not ExportFormat.JSON:
+        return await export_response(
+            values_table(answer), fmt, f"{indicator.code} {unit.code} {first:%Y-%m} {last:%Y-%m}"
+        )
+    return answer
 
 
 @router.get(
     "/dashboards/{org_unit}",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **EXPORT_RESPONSES},
     summary="Every main indicator for an org unit and its direct children, one month",
     response_model=Dashboard,
 )
 async def dashboard(
     principal: Reader,
     session: SessionDep,
+    fmt: ExportFormatDep,
     org_unit: OrgUnitPath,
     period: Period = None,
     scope: ScopeQuery = Scope.AS_WAS,
@@ -229,7 +245,7 @@ async def dashboard(
         int,
         Query(ge=1, le=12, description="How many months, ending at `period` (trend charts)."),
     ] = 1,
-) -> Dashboard:
+) -> Dashboard | Response:
     """``period`` defaults to the last month whose data is complete for the org unit (its
     establishment's, or every establishment's for the territory). The children are those
     of the period (as it was) or those at its end (constant scope). With ``months`` > 1 each org
@@ -253,7 +269,7 @@ async def dashboard(
     by_unit: dict[str, list[FiguresRead]] = {u.code: [] for u in units}
     for f in figures:
         by_unit[f.org_unit].append(FiguresRead.of(f))
-    return Dashboard(
+    answer = Dashboard(
         period=month.strftime("%Y-%m"),
         months=months,
         scope=scope,
@@ -268,6 +284,11 @@ async def dashboard(
             for c in children
         ],
     )
+    if fmt is not ExportFormat.JSON:
+        return await export_response(
+            dashboard_table(answer), fmt, f"Tableau de bord {unit.code} {answer.period}"
+        )
+    return answer
 
 
 @router.get(
@@ -335,13 +356,15 @@ async def indicator_contributions(
 
 @router.get(
     "/indicators/{code}/records",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **EXPORT_RESPONSES},
     summary="The records behind an indicator's value (drill-down), paged",
     response_model=RecordPage,
 )
 async def indicator_records(
+    request: Request,
     principal: Reader,
     session: SessionDep,
+    fmt: ExportFormatDep,
     code: Annotated[str, Path(max_length=64)],
     org_unit: OrgUnitCode,
     period: Annotated[str, Query(max_length=7, description="The month, YYYY-MM.")],
@@ -374,7 +397,7 @@ async def indicator_records(
     ] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> RecordPage:
+) -> RecordPage | Response:
     """The records of the indicator's kind and filter (or of one side of its ratio), of
     the units below the org unit that month (as it was, or in today's tree), with only
     those matching every filter given, ordered by their key (finess, source, source_id).
@@ -414,12 +437,23 @@ async def indicator_records(
             *_record_filters(coded, act_code, drg, severity, mode, source),
         )
         .order_by(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id)
-        .limit(limit + 1)
     )
     if after is not None:
         query = query.where(
             tuple_(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id) > after
         )
+    if fmt is not ExportFormat.JSON:
+        # The file holds every record (from the cursor on): it is streamed, not paged.
+        table = records_table(
+            unit,
+            indicator.label_fr,
+            f"{month:%Y-%m}",
+            scope,
+            await complete_up_to_of(session, unit),
+            streamed_rows(database_of(request), record_query(query)),
+        )
+        return await export_response(table, fmt, f"{indicator.code} {unit.code} {month:%Y-%m}")
+    query = query.limit(limit + 1)
     page = Page.of(
         (await session.scalars(query)).all(),
         limit,
@@ -487,6 +521,7 @@ _FILTER_RULES: dict[Dimension, tuple[re.Pattern[str], str]] = {
     ),
     Dimension.MODE: (re.compile(r"^(full|ambulatory)$"), "full or ambulatory"),
     Dimension.SEVERITY: (re.compile(r"^[1-4]$"), "a severity level, 1 to 4"),
+    Dimension.CMD: (re.compile(r"^[0-9]{2}$"), "a major diagnostic category (05)"),
     Dimension.DRG_ROOT: (re.compile(r"^[0-9]{2}[CKMZ][0-9]{2}$"), "a GHM root (05M09)"),
     Dimension.CODE: (re.compile(r"^[A-Z0-9]{1,7}$"), "a CCAM or NGAP code"),
 }
@@ -530,13 +565,14 @@ def parse_period(value: str | None, last_complete: date) -> tuple[date, date]:
 
 @router.get(
     "/analytics",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **EXPORT_RESPONSES},
     summary="Indicators broken down by several dimensions over a period, against last year",
     response_model=Analytics,
 )
 async def indicator_analytics(
     principal: Reader,
     session: SessionDep,
+    fmt: ExportFormatDep,
     org_unit: OrgUnitCode,
     indicators: Annotated[
         str,
@@ -551,7 +587,8 @@ async def indicator_analytics(
         Query(
             max_length=200,
             description="Comma-separated, at most 4, in the rows' order: org_unit (the"
-            " direct children), unit, month, quarter, kind, mode, severity, drg_root, code."
+            " direct children), unit, month, quarter, kind, mode, severity, cmd, drg_root,"
+            " code."
             " None: one row, the total.",
         ),
     ] = None,
@@ -571,11 +608,12 @@ async def indicator_analytics(
     kind: Annotated[ListQuery, Query(description="Keep these record kinds.")] = None,
     mode: Annotated[ListQuery, Query(description="Keep these stay modes.")] = None,
     severity: Annotated[ListQuery, Query(description="Keep these severity levels.")] = None,
+    cmd: Annotated[ListQuery, Query(description="Keep these CMDs (05).")] = None,
     drg_root: Annotated[ListQuery, Query(description="Keep these GHM roots (05M09).")] = None,
     code: Annotated[ListQuery, Query(description="Keep these act codes.")] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> Analytics:
+) -> Analytics | Response:
     """Each row: the values of its dimensions, each indicator's value over the period
     (recomputed from its summed parts), last year's over the same months and the
     variation (points for a rate). Rows in the order of their dimensions, paged."""
@@ -596,6 +634,7 @@ async def indicator_analytics(
         Dimension.KIND: kind,
         Dimension.MODE: mode,
         Dimension.SEVERITY: severity,
+        Dimension.CMD: cmd,
         Dimension.DRG_ROOT: drg_root,
         Dimension.CODE: code,
     }
@@ -637,7 +676,7 @@ async def indicator_analytics(
         for d, key in zip(by, row.keys, strict=True)
         if d in (Dimension.ORG_UNIT, Dimension.UNIT)
     }
-    return Analytics(
+    answer = Analytics(
         org_unit=root,
         scope=scope,
         first_month=f"{first:%Y-%m}",
@@ -650,6 +689,11 @@ async def indicator_analytics(
         rows=[AnalyticsRowRead.of(row, by) for row in rows],
         next_cursor=encode_cursor(*rows[-1].keys) if more and rows and by else None,
     )
+    if fmt is not ExportFormat.JSON:
+        return await export_response(
+            analytics_table(answer), fmt, f"Analyse {root.code} {answer.first_month}"
+        )
+    return answer
 
 
 def _analysable(code: str) -> Indicator:

@@ -56,6 +56,15 @@ from activity_svc.models import (
 from activity_svc.settings import Settings
 from ght_shared.auth import Principal, readable_by
 from ght_shared.db import SessionDep, database_of
+from ght_shared.exports import (
+    EXPORT_RESPONSES,
+    Column,
+    ColumnKind,
+    ExportFormat,
+    ExportFormatDep,
+    Table,
+    export_response,
+)
 from ght_shared.identifiers import Finess
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor
 from ght_shared.schemas import IsoDate, Printable
@@ -359,11 +368,6 @@ async def _import(
     return body
 
 
-def _spreadsheet_safe(value: str) -> str:
-    """A sender's value that a spreadsheet would run as a formula is written as text."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _problem_entry(rejection: RejectionRead, file_format: ImportFormat) -> dict[str, Any]:
     if file_format is ImportFormat.JSON:
         field = f"records.{rejection.line}.{rejection.field}"
@@ -422,22 +426,29 @@ async def get_import(import_id: uuid.UUID, session: SessionDep, principal: Reade
     )
 
 
+REJECTION_COLUMNS = (
+    Column("line", "Ligne", ColumnKind.INTEGER),
+    Column("field", "Champ", ColumnKind.TEXT),
+    Column("reason", "Motif", ColumnKind.TEXT, width=60),
+    Column("source_id", "Identifiant source", ColumnKind.TEXT, width=20),
+)
+
+
 @router.get(
     "/imports/{import_id}/rejections",
     response_model=Page[RejectionRead],
-    summary="An import's rejected rows (JSON, or CSV with Accept: text/csv)",
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **NOT_FOUND},
+    summary="An import's rejected rows (JSON, or a CSV or XLSX file)",
+    responses={**EXPORT_RESPONSES, **NOT_FOUND},
 )
 async def get_rejections(
     import_id: uuid.UUID,
-    request: Request,
     session: SessionDep,
     principal: Reader,
+    fmt: ExportFormatDep,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Rows per page (JSON).")] = 1000,
     cursor: Cursor = None,
 ) -> Any:
-    await _readable_import(session, principal, import_id)
-    wants_csv = "text/csv" in request.headers.get("accept", "")
+    report = await _readable_import(session, principal, import_id)
     query = (
         select(ImportRejection)
         .where(ImportRejection.import_id == import_id)
@@ -446,17 +457,21 @@ async def get_rejections(
     if cursor is not None:
         (after,) = decode_cursor(cursor, int)
         query = query.where(ImportRejection.line > after)
-    if wants_csv:
+    if fmt is not ExportFormat.JSON:
+        # At most MAX_STORED_REJECTIONS rows are kept per import: read at once.
         rows = (await session.scalars(query)).all()
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["line", "field", "reason", "source_id"])
-        for r in rows:
-            writer.writerow([r.line, r.field, r.reason, _spreadsheet_safe(r.source_id or "")])
-        return Response(
-            out.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="rejections-{import_id}.csv"'},
+        table = Table(
+            title="Rejets",
+            columns=REJECTION_COLUMNS,
+            rows=[(r.line, r.field, r.reason, r.source_id) for r in rows],
+            metadata=[
+                ("Import", str(report.id)),
+                ("Fichier", report.filename),
+                ("Reçu le", report.created_at),
+                ("Lignes reçues", report.received),
+                ("Lignes rejetées", report.rejected),
+            ],
         )
+        return await export_response(table, fmt, f"Rejets {import_id}")
     rows = (await session.scalars(query.limit(limit + 1))).all()
     return Page.of(rows, limit, key=lambda r: (r.line,), read=RejectionRead.model_validate)
