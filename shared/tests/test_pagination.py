@@ -6,6 +6,7 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from enum import StrEnum
 
 import orjson
 import pytest
@@ -21,10 +22,15 @@ def _forge(*key: object) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
 
 
+class _Kind(StrEnum):
+    STAY = "stay"
+
+
 def test_a_key_of_every_supported_type_comes_back_as_it_went() -> None:
-    key = ("CHU-IMG", 2026, ID, date(2026, 3, 1), MOMENT)
+    key = ("CHU-IMG", 2026, ID, date(2026, 3, 1), MOMENT, _Kind.STAY)
     cursor = encode_cursor(*key)
-    assert decode_cursor(cursor, str, int, uuid.UUID, date, datetime) == key
+    found = decode_cursor(cursor, str, int, uuid.UUID, date, datetime, _Kind)
+    assert found == key and found[-1] is _Kind.STAY
 
 
 def test_a_cursor_is_url_safe_and_unpadded() -> None:
@@ -51,6 +57,7 @@ def test_a_date_time_written_without_offset_is_read_as_utc() -> None:
         (_forge("not-a-uuid"), (uuid.UUID,)),
         (_forge("yesterday"), (datetime,)),
         (_forge("2026-02-30"), (date,)),
+        (_forge("sejour"), (_Kind,)),  # not one of the enum's values
         (_forge("a\x00b"), (str,)),  # PostgreSQL text holds no NUL
         (base64.urlsafe_b64encode(b'["\\ud800"]').decode(), (str,)),  # a lone surrogate
         (_forge({"code": "x"}), (str,)),

@@ -326,7 +326,7 @@ def _stay(source_id: str, unit: str, uf: str, day: date, mode: str) -> dict[str,
     }
 
 
-async def test_the_records_behind_a_value_are_paged_by_source_and_id(
+async def test_the_records_behind_a_value_are_paged_by_unit_day_and_key(
     activity: httpx.AsyncClient, auth: Headers, database: Database
 ) -> None:
     rows = [
@@ -351,11 +351,12 @@ async def test_the_records_behind_a_value_are_paged_by_source_and_id(
         body: dict[str, Any] = response.json()
         return body
 
+    # Unit by unit, day by day.
     first = await page()
-    assert [r["source_id"] for r in first["items"]] == ["s1", "s3"]
+    assert [r["source_id"] for r in first["items"]] == ["s1", "s4"]
     assert first["next_cursor"]
     second = await page(first["next_cursor"])
-    assert [r["source_id"] for r in second["items"]] == ["s4"]
+    assert [r["source_id"] for r in second["items"]] == ["s3"]
     assert second["next_cursor"] is None
     assert {r["mode"] for r in first["items"] + second["items"]} == {"full"}
 
@@ -370,13 +371,18 @@ async def test_drill_down_refuses_a_forged_cursor_and_another_establishment(
         headers=auth("direction", CHU),
     )
     assert response.status_code == 422 and _problem_fields(response) == {"cursor"}
-    nul = base64.urlsafe_b64encode(json.dumps(["420784878", "pmsi\u0000", "s1"]).encode()).decode()
-    response = await activity.get(
-        "/indicators/stays_full/records",
-        params={**params, "cursor": nul},
-        headers=auth("direction", CHU),
-    )
-    assert response.status_code == 422 and _problem_fields(response) == {"cursor"}
+    for kind, source in (("stay", "pmsi\u0000"), ("sejour", "pmsi")):  # a NUL, no such kind
+        forged = base64.urlsafe_b64encode(
+            json.dumps(
+                ["CHU-2101", "2024-03-01", kind, "2024-03-02", "420784878", source, "s1"]
+            ).encode()
+        ).decode()
+        response = await activity.get(
+            "/indicators/stays_full/records",
+            params={**params, "cursor": forged},
+            headers=auth("direction", CHU),
+        )
+        assert response.status_code == 422 and _problem_fields(response) == {"cursor"}
     response = await activity.get(
         "/indicators/stays_full/records", params=params, headers=auth("direction", CH_NORD)
     )

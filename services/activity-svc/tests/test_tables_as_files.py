@@ -136,7 +136,10 @@ async def test_the_records_file_holds_every_record_streamed_not_one_page(
         "69,5",
         "ZBQK002",
     )
-    assert sorted(r["Identifiant source"] for r in rows) == [r["Identifiant source"] for r in rows]
+    # Unit by unit, day by day, then by key; the columns of imaging exams only.
+    order = [(r["Unité"], r["Date"], r["Identifiant source"]) for r in rows]  # one month
+    assert order == sorted(order)
+    assert "GHM" not in rows[0] and "Compte" not in rows[0]
 
 
 async def test_analytics_and_records_as_xlsx_are_workbooks_with_their_headers(

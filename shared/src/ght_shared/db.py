@@ -13,7 +13,7 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import ClauseElement, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from ght_shared.settings import ServiceSettings
 from ght_shared.urls import asyncpg_url
@@ -84,3 +85,23 @@ async def driver_connection(on: AsyncSession | AsyncConnection) -> asyncpg.Conne
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
+
+
+async def stream_records(
+    database: Database, query: ClauseElement, prefetch: int = 5_000
+) -> AsyncIterator[asyncpg.Record]:
+    """The rows of ``query`` as asyncpg reads them, ``prefetch`` at a time, from a
+    connection of their own in a read-only snapshot: for a file of a million rows, where
+    a SQLAlchemy row per record would cost more than writing it. A row is a tuple-like
+    ``asyncpg.Record`` in the query's column order. The connection goes back to the pool
+    when the rows end or the reader stops (``aclose``)."""
+    async with database.engine.connect() as connection:
+        compiled = query.compile(
+            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        assert isinstance(compiled, SQLCompiler)  # numbered parameters ($1), asyncpg's
+        params = [compiled.params[name] for name in compiled.positiontup or ()]
+        driver = await driver_connection(connection)
+        async with driver.transaction(isolation="repeatable_read", readonly=True):
+            async for record in driver.cursor(compiled.string, *params, prefetch=prefetch):
+                yield record

@@ -19,6 +19,7 @@ import base64
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -74,7 +75,8 @@ class Page(BaseModel, Generic[T]):
 
 
 def encode_cursor(*key: Any) -> str:
-    """The cursor of a sort key: strings, integers, UUIDs, dates and date-times."""
+    """The cursor of a sort key: strings (a ``StrEnum`` too), integers, UUIDs, dates and
+    date-times."""
     parts = [
         str(part)
         if isinstance(part, uuid.UUID)
@@ -88,7 +90,8 @@ def encode_cursor(*key: Any) -> str:
 
 def decode_cursor(cursor: str, *types: type[Any]) -> tuple[Any, ...]:
     """The sort key of ``cursor``, one value of each of ``types`` (``str``, ``int``,
-    ``uuid.UUID``, ``date``, ``datetime``: aware, UTC when written without offset).
+    ``uuid.UUID``, ``date``, ``datetime``: aware, UTC when written without offset, or a
+    ``StrEnum``: one of its members).
 
     Raises :class:`InvalidInput` (422, field ``cursor``, rule ``cursor``) for anything
     that is not a cursor this codec wrote with these types.
@@ -133,6 +136,8 @@ def _typed(value: Any, wanted: type[Any]) -> Any:
             return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         if wanted is date:
             return date.fromisoformat(value)
+        if isinstance(wanted, type) and issubclass(wanted, StrEnum):
+            return wanted(value)  # one of its members, or a ValueError
     except (ValueError, UnicodeEncodeError) as exc:
         raise invalid_cursor() from exc
     raise TypeError(f"a cursor holds no {wanted.__name__}")

@@ -270,6 +270,13 @@ class Indicator:
         """Every measure (and ``bed_days``) the indicator reads."""
         return self.numerator + self.denominator
 
+    def record_kinds(self, side: Side | None = None) -> frozenset[RecordKind]:
+        """The kinds of the records behind the value, or behind one side of its ratio."""
+        if side is None:
+            return frozenset({self.record_kind})
+        names = self.numerator if side is Side.NUMERATOR else self.denominator
+        return frozenset(MEASURES_BY_NAME[n].kind for n in names if n in MEASURES_BY_NAME)
+
     def records_sql(self, side: Side | None = None) -> str | None:
         """SQL over a record ``{r}``: the records behind the value (``side`` None), or
         those counted in one side of its ratio (both sides of a coding completeness: the

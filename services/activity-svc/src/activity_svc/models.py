@@ -209,7 +209,18 @@ class ActivityRecord(Base):
             " 'revenue')",
             name="activity_record_kind",
         ),
-        Index("activity_record_unit_month", "unit", "month"),
+        # The drill-down's order (see indicators.records): a month's records of a unit and
+        # kind, day by day; a partial month's days up to a cut.
+        Index(
+            "activity_record_unit_day",
+            "unit",
+            "month",
+            "kind",
+            "occurred_on",
+            "finess",
+            "source",
+            "source_id",
+        ),
         # The coding worklist: the acts not coded yet, a small share of the records.
         Index(
             "activity_record_uncoded",

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import ColumnElement, Select, or_, select, text, tuple_
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
@@ -31,12 +31,19 @@ from activity_svc.indicators.explain import children_contributions
 from activity_svc.indicators.exports import (
     analytics_table,
     dashboard_table,
+    record_columns,
     record_query,
     records_table,
-    streamed_rows,
     values_table,
 )
 from activity_svc.indicators.overview import activity_overview
+from activity_svc.indicators.records import (
+    CURSOR_TYPES,
+    RecordFilters,
+    cursor_key,
+    member_units,
+    records_query,
+)
 from activity_svc.indicators.schemas import (
     ActivityOverview,
     Analytics,
@@ -59,11 +66,11 @@ from activity_svc.indicators.schemas import (
 from activity_svc.indicators.values import Scope, compute_figures, constant_tree_day
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.lookups import indicator_of
-from activity_svc.models import ActivityRecord, OrgUnit, OrgUnitMembership, OrgUnitVersion
+from activity_svc.models import OrgUnit, OrgUnitVersion
 from activity_svc.months import add_months, first_of_month, months_between
 from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
-from ght_shared.db import SessionDep, database_of
+from ght_shared.db import SessionDep, database_of, stream_records
 from ght_shared.exports import EXPORT_RESPONSES, ExportFormat, ExportFormatDep, export_response
 from ght_shared.identifiers import Finess
 from ght_shared.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
@@ -400,12 +407,13 @@ async def indicator_records(
 ) -> RecordPage | Response:
     """The records of the indicator's kind and filter (or of one side of its ratio), of
     the units below the org unit that month (as it was, or in today's tree), with only
-    those matching every filter given, ordered by their key (finess, source, source_id).
+    those matching every filter given, unit by unit, day by day, then by their key
+    (finess, source, source_id). The columns of a file are those of the records' kinds.
     Times are in the establishments' local time, with their offset. A partial month
     lists every record it holds, its days after ``complete_up_to`` too."""
     indicator = indicator_of(code)
     month = parse_month(period, "period")
-    after = decode_cursor(cursor, str, str, str) if cursor is not None else None
+    after = decode_cursor(cursor, *CURSOR_TYPES) if cursor is not None else None
     records = indicator.records_sql(side)
     if records is None:
         raise InvalidInput(
@@ -415,97 +423,35 @@ async def indicator_records(
             rule="records_side",
         )
     unit = await readable_org_unit(session, principal, org_unit)
-    membership = select(OrgUnitMembership.unit).where(OrgUnitMembership.ancestor == unit.code)
-    if scope is Scope.AS_WAS:
-        membership = membership.where(
-            OrgUnitMembership.valid_from <= month,
-            or_(OrgUnitMembership.valid_to.is_(None), OrgUnitMembership.valid_to > month),
-        )
-    else:
-        tree_day = constant_tree_day(month)
-        membership = membership.where(
-            OrgUnitMembership.valid_from <= tree_day,
-            or_(OrgUnitMembership.valid_to.is_(None), OrgUnitMembership.valid_to > tree_day),
-        )
-    query = (
-        select(ActivityRecord)
-        .where(
-            ActivityRecord.unit.in_(membership),
-            *_in_month(indicator, month),
-            # The catalogue's own SQL (never the request's).
-            text(f"({records.replace('{r}', ActivityRecord.__tablename__)})"),
-            *_record_filters(coded, act_code, drg, severity, mode, source),
-        )
-        .order_by(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id)
-    )
-    if after is not None:
-        query = query.where(
-            tuple_(ActivityRecord.finess, ActivityRecord.source, ActivityRecord.source_id) > after
-        )
+    units = await member_units(session, unit.code, month, scope)
+    filters = RecordFilters(coded, act_code, drg, severity, mode, source)
+    query = records_query(indicator, records, units, month, filters, after)
+    complete = await complete_up_to_of(session, unit)
     if fmt is not ExportFormat.JSON:
         # The file holds every record (from the cursor on): it is streamed, not paged.
+        columns = record_columns(indicator.record_kinds(side))
         table = records_table(
             unit,
             indicator.label_fr,
             f"{month:%Y-%m}",
             scope,
-            await complete_up_to_of(session, unit),
-            streamed_rows(database_of(request), record_query(query)),
+            complete,
+            columns,
+            stream_records(database_of(request), record_query(query, columns)),
         )
         return await export_response(table, fmt, f"{indicator.code} {unit.code} {month:%Y-%m}")
-    query = query.limit(limit + 1)
     page = Page.of(
-        (await session.scalars(query)).all(),
+        (await session.scalars(query.limit(limit + 1))).all(),
         limit,
-        key=lambda r: (r.finess, r.source, r.source_id),
+        key=cursor_key,
         read=RecordRead.model_validate,
     )
-    complete = await complete_up_to_of(session, unit)
     return RecordPage(
         items=page.items,
         next_cursor=page.next_cursor,
         complete_up_to=complete,
         partial=not is_complete(month, complete),
     )
-
-
-def _in_month(indicator: Indicator, month: date) -> list[ColumnElement[bool]]:
-    """The records counted in ``month``: discharged then, or for an indicator of days
-    present (bed occupancy) the stays present then, discharged that month or later."""
-    if not indicator.whole_months_only:
-        return [ActivityRecord.month == month]
-    return [
-        ActivityRecord.month >= month,
-        ActivityRecord.occurred_on > month,
-        ActivityRecord.occurred_on - ActivityRecord.stay_days < add_months(month, 1),
-    ]
-
-
-def _record_filters(
-    coded: bool | None,
-    code: str | None,
-    drg: str | None,
-    severity: int | None,
-    mode: str | None,
-    source: str | None,
-) -> list[ColumnElement[bool]]:
-    """The drill-down's filters on what its records carry (a GHM root matches its levels)."""
-    conditions: list[ColumnElement[bool]] = []
-    if coded is not None:
-        conditions.append(ActivityRecord.coded.is_(coded))
-    if code is not None:
-        conditions.append(ActivityRecord.code == code)
-    if drg is not None:
-        conditions.append(
-            ActivityRecord.drg == drg if len(drg) == 6 else ActivityRecord.drg.startswith(drg)
-        )
-    if severity is not None:
-        conditions.append(ActivityRecord.severity == severity)
-    if mode is not None:
-        conditions.append(ActivityRecord.mode == mode)
-    if source is not None:
-        conditions.append(ActivityRecord.source == source)
-    return conditions
 
 
 MAX_ANALYTICS_INDICATORS = 10

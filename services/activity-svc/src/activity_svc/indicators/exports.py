@@ -4,12 +4,13 @@ them, the org unit, the period, the scope and the day the data is complete up to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import date
 from typing import Any
 
 from sqlalchemy import Select
 
+from activity_svc.catalogue import RecordKind
 from activity_svc.indicators.schemas import (
     Analytics,
     Dashboard,
@@ -18,8 +19,8 @@ from activity_svc.indicators.schemas import (
     OrgUnitRef,
 )
 from activity_svc.indicators.values import Scope
+from activity_svc.ingestion.fields import FIELDS_BY_KIND
 from activity_svc.models import ActivityRecord
-from ght_shared.db import Database
 from ght_shared.exports import Cell, Column, ColumnKind, Table
 
 SCOPE_FR = {Scope.AS_WAS: "tel qu'il était chaque mois", Scope.CONSTANT: "à périmètre constant"}
@@ -187,26 +188,24 @@ RECORD_COLUMNS: tuple[Column, ...] = (
     Column("amount", "Montant (€)", _NUMBER),
     Column("received_at", "Reçu le", ColumnKind.DATETIME),
 )
-_RECORD_FIELDS = tuple(getattr(ActivityRecord, c.key) for c in RECORD_COLUMNS)
+_ALWAYS = frozenset({"finess", "source", "source_id", "kind", "unit", "uf", "occurred_on"})
+_RECEIVED = "received_at"
 
 
-def record_query(query: Select[Any]) -> Select[Any]:
-    """The drill-down's query, reading the export's columns only (no ORM object per row)."""
-    return query.with_only_columns(*_RECORD_FIELDS)
+def record_columns(kinds: Collection[RecordKind]) -> tuple[Column, ...]:
+    """The columns of records of ``kinds``: their identity, unit and day, the fields their
+    kinds use (a stay's days too), and when they were received."""
+    used = {"occurred_on" if f == "date" else f for kind in kinds for f in FIELDS_BY_KIND[kind]}
+    if RecordKind.STAY in kinds:
+        used.add("stay_days")
+    return tuple(
+        c for c in RECORD_COLUMNS if c.key in _ALWAYS or c.key in used or c.key == _RECEIVED
+    )
 
 
-async def streamed_rows(
-    database: Database, query: Select[Any], batch: int = 5_000
-) -> AsyncIterator[Sequence[Cell]]:
-    """The query's rows while the file is written, from a connection of their own (the
-    request's session closes once the route has answered), ``batch`` at a time: a
-    million records cost the memory of a batch. ``ght_shared.exports`` shows their times
-    in the establishments' local time."""
-    async with database.engine.connect() as connection:
-        result = await connection.stream(query.execution_options(yield_per=batch))
-        async for partition in result.partitions(batch):
-            for row in partition:
-                yield row
+def record_query(query: Select[Any], columns: Sequence[Column]) -> Select[Any]:
+    """The drill-down's query, reading the file's columns only."""
+    return query.with_only_columns(*(getattr(ActivityRecord, c.key) for c in columns))
 
 
 def records_table(
@@ -215,11 +214,12 @@ def records_table(
     period: str,
     scope: Scope,
     complete_up_to: date | None,
+    columns: Sequence[Column],
     rows: AsyncIterator[Sequence[Cell]],
 ) -> Table:
     return Table(
         title=f"Enregistrements {unit.code}",
-        columns=RECORD_COLUMNS,
+        columns=columns,
         rows=rows,
         metadata=[
             *_metadata(unit, period, scope, complete_up_to),

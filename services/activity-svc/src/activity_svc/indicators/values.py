@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from operator import add
 
@@ -471,6 +471,7 @@ async def load_sums(
 def _pieces_sql(measures: Sequence[str], scope: Scope) -> str:
     # Measures from the catalogue, never from the request.
     sums = ", ".join(f'{MEASURES_BY_NAME[m].sum_sql("r")} AS "{m}"' for m in measures)
+    kinds = ", ".join(sorted({f"'{MEASURES_BY_NAME[m].kind}'" for m in measures}))
     membership = (
         "AND memb.valid_from <= CAST(:at AS date)"
         " AND (memb.valid_to IS NULL OR memb.valid_to > CAST(:at AS date))"
@@ -479,74 +480,94 @@ def _pieces_sql(measures: Sequence[str], scope: Scope) -> str:
             "AND r.month >= memb.valid_from AND (memb.valid_to IS NULL OR r.month < memb.valid_to)"
         )
     )
+    # The days read are a range of the index (unit, month, kind, day): up to the cut (the
+    # head of the month) or after it, of the kinds the measures count.
     return f"""
     SELECT w.ancestor, w.month, w.days, {sums}
     FROM unnest(CAST(:ancestors AS text[]), CAST(:months AS date[]), CAST(:days AS int[]),
-                CAST(:heads AS bool[])) AS w(ancestor, month, days, head)
+                CAST(:froms AS date[]), CAST(:tos AS date[]))
+         AS w(ancestor, month, days, from_day, to_day)
     JOIN org_unit_membership memb ON memb.ancestor = w.ancestor
     JOIN activity_record r ON r.unit = memb.unit AND r.month = w.month
-        AND (extract(day FROM r.occurred_on) <= w.days) = w.head {membership}
+        AND r.kind IN ({kinds})
+        AND r.occurred_on >= w.from_day AND r.occurred_on < w.to_day {membership}
     GROUP BY w.ancestor, w.month, w.days
     """
 
 
 async def load_partial_sums(
     session: AsyncSession,
-    cuts: Collection[tuple[str, date]],
-    measures: Collection[str],
+    cuts: Mapping[tuple[str, date], Collection[str]],
     sums: Mapping[str, Sums],
     scope: Scope = Scope.AS_WAS,
     tree_day: date | None = None,
 ) -> dict[tuple[str, date], PartialSums]:
-    """Each (org unit, cut): its measures over the cut's month up to the cut, and over the
-    same days a year before (``bed_days`` in proportion of the days).
+    """Each (org unit, cut) with the measures wanted there: those measures over the cut's
+    month up to the cut, and over the same days a year before (``bed_days`` in
+    proportion of the days).
 
     Read from the records of the smaller side of the month: the days up to the cut, or
     the month's sums (``sums``, as :func:`load_sums` returns them) less the days after
     it. The month of a day cut close to its end (data complete up to yesterday) reads
-    the few records after the cut, not the whole month. ``tree_day``: the day of the
-    tree in constant scope (that of the sums).
+    the few records after the cut, not the whole month; a cut of a few indicators (the
+    coding at J+n) reads the kinds of their records only. One statement per set of
+    measures. ``tree_day``: the day of the tree in constant scope (that of the sums).
     """
-    # A spread measure (days present) has no piece: stays still present at the cut lack.
-    columns = sorted(m for m in measures if m != BED_DAYS and not MEASURES_BY_NAME[m].spread)
-    wanted: list[tuple[str, date, int, bool]] = []
-    for code, cut in sorted(set(cuts)):
-        for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
-            wanted.append((code, month, cut.day, 2 * cut.day <= last_day_of(month).day))
-    wanted = list(dict.fromkeys(wanted))  # a cut's last year may be another cut's month
-    read: dict[tuple[str, date, int], Mapping[str, float]] = {}
-    if columns and wanted:
+    by_measures: dict[tuple[str, ...], list[tuple[str, date]]] = defaultdict(list)
+    for (code, cut), measures in sorted(cuts.items()):
+        # A spread measure (days present) has no piece: stays still present at the cut lack.
+        columns = tuple(
+            sorted(m for m in measures if m != BED_DAYS and not MEASURES_BY_NAME[m].spread)
+        )
+        by_measures[columns].append((code, cut))
+    read: dict[tuple[str, date, int], dict[str, float]] = defaultdict(dict)
+    for columns, found in by_measures.items():
+        wanted = _pieces_wanted(found)
+        if not columns:
+            continue
         rows = await session.execute(
             text(_pieces_sql(columns, scope)),
             {
                 "ancestors": [w[0] for w in wanted],
                 "months": [w[1] for w in wanted],
                 "days": [w[2] for w in wanted],
-                "heads": [w[3] for w in wanted],
+                "froms": [w[1] if w[3] else w[1] + timedelta(days=w[2]) for w in wanted],
+                "tos": [
+                    w[1] + timedelta(days=w[2]) if w[3] else add_months(w[1], 1) for w in wanted
+                ],
                 "at": tree_day or today(),
             },
         )
         for ancestor, month, days, *values in rows:
-            read[(ancestor, month, days)] = dict(zip(columns, map(float, values), strict=True))
-    pieces: dict[tuple[str, date, int], dict[str, float]] = {}
-    for code, month, day, head in wanted:
-        whole = sums.get(code, {}).get(month, {})
-        counted = read.get((code, month, day), {})
-        piece = {
-            m: counted.get(m, 0.0) if head else whole.get(m, 0.0) - counted.get(m, 0.0)
-            for m in columns
-        }
-        if BED_DAYS in measures:
-            days = last_day_of(month).day
-            piece[BED_DAYS] = whole.get(BED_DAYS, 0.0) * min(day, days) / days
-        pieces[(code, month, day)] = piece
-    return {
-        (code, cut): (
-            pieces[(code, first_of_month(cut), cut.day)],
-            pieces[(code, date(cut.year - 1, cut.month, 1), cut.day)],
-        )
-        for code, cut in cuts
-    }
+            read[(ancestor, month, days)] |= dict(zip(columns, map(float, values), strict=True))
+    result: dict[tuple[str, date], PartialSums] = {}
+    for (code, cut), measures in cuts.items():
+        pieces: list[dict[str, float]] = []
+        for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
+            whole = sums.get(code, {}).get(month, {})
+            counted = read.get((code, month, cut.day), {})
+            head = 2 * cut.day <= last_day_of(month).day
+            piece = {
+                m: counted.get(m, 0.0) if head else whole.get(m, 0.0) - counted.get(m, 0.0)
+                for m in measures
+                if m != BED_DAYS and not MEASURES_BY_NAME[m].spread
+            }
+            if BED_DAYS in measures:
+                days = last_day_of(month).day
+                piece[BED_DAYS] = whole.get(BED_DAYS, 0.0) * min(cut.day, days) / days
+            pieces.append(piece)
+        result[(code, cut)] = (pieces[0], pieces[1])
+    return result
+
+
+def _pieces_wanted(cuts: Sequence[tuple[str, date]]) -> list[tuple[str, date, int, bool]]:
+    """The (org unit, month, day, head) each cut reads: its month and last year's, up to
+    the cut when that is the smaller side (``head``), after it else."""
+    wanted: list[tuple[str, date, int, bool]] = []
+    for code, cut in cuts:
+        for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
+            wanted.append((code, month, cut.day, 2 * cut.day <= last_day_of(month).day))
+    return list(dict.fromkeys(wanted))  # a cut's last year may be another cut's month
 
 
 async def load_targets(
@@ -603,18 +624,19 @@ async def compute_figures(
     )
     complete = await complete_up_to(session, {finess_of.get(code) for code in org_units})
     cut_of = {code: complete[finess_of.get(code)] for code in org_units}
-    cuts = {
-        (code, cut)
-        for code, month in pairs
-        for indicator in indicators
-        if (cut := indicator.complete_up_to(cut_of[code])) is not None
-        and not is_complete(month, cut)
-        and cut.year == month.year
-    }
+    cuts: dict[tuple[str, date], set[str]] = defaultdict(set)
+    for code, month in pairs:
+        for indicator in indicators:
+            cut = indicator.complete_up_to(cut_of[code])
+            if (
+                cut is not None
+                and not is_complete(month, cut)
+                and cut.year == month.year
+                and not indicator.whole_months_only
+            ):
+                cuts[(code, cut)].update(indicator.measures)
     pieces = (
-        await load_partial_sums(
-            session, cuts, measures, sums, scope, constant_tree_day(max(months))
-        )
+        await load_partial_sums(session, cuts, sums, scope, constant_tree_day(max(months)))
         if cuts
         else {}
     )
