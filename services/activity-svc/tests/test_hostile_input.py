@@ -18,6 +18,7 @@ from test_ingestion import act, post_records, record_count, stay
 from ght_shared.app import SCOPES_EXTENSION
 from ght_shared.db import Database
 from ght_shared.errors import MAX_REPORTED_ERRORS
+from ght_shared.testing import Headers
 
 pytestmark = pytest.mark.usefixtures("territory")
 
@@ -216,6 +217,21 @@ async def test_every_route_that_declares_a_scope_is_401_without_a_token(
         response = await activity.request(method, path)
         assert response.status_code == 401, (method, path, response.text)
         assert response.json()["code"] == "unauthenticated", (method, path)
+
+
+async def test_every_route_that_declares_a_scope_is_403_to_a_token_without_it(
+    activity_app: FastAPI, activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    # A valid token holding no scope (analytics and exports included) reads nothing.
+    calls = [
+        (method.upper(), re.sub(r"\{(\w+)\}", _path_value, path))
+        for path, by_method in activity_app.openapi()["paths"].items()
+        if not path.startswith("/health/")
+        for method in by_method
+    ]
+    for method, path in calls:
+        response = await activity.request(method, path, headers=auth("nobody"))
+        assert response.status_code == 403, (method, path, response.text)
 
 
 def _path_value(param: re.Match[str]) -> str:
