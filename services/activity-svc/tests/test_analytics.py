@@ -199,6 +199,62 @@ async def test_the_case_mix_by_major_diagnostic_category_and_severity(
     assert _table(body, "average_length_of_stay")[("05", 2)] == (3.0, 3.0, 0.0)
 
 
+async def test_ghm_roots_explain_a_stable_total_by_their_opposite_shifts(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    """Full stays, first quarter: 6 against 6, but 05M09 doubles (2 -> 4) while 05C12
+    halves (4 -> 2): each root's share of the change, in % of last year's 6."""
+    await _load(activity, auth)
+    params = {"org_unit": CHU, "period": "2025-03", "by": "drg_root"}
+    response = await activity.get(
+        "/indicators/stays_full/contributions", params=params, headers=auth("direction", CHU)
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["by"], body["value"], body["reference"], body["variation"]) == (
+        "drg_root",
+        6.0,
+        6.0,
+        0.0,
+    )
+    assert [
+        (c["key"], c["name"], c["value"], c["reference"], c["contribution"])
+        for c in body["contributions"]
+    ] == [
+        ("05C12", None, 2.0, 4.0, pytest.approx(-100 / 3)),
+        ("05M09", None, 4.0, 2.0, pytest.approx(100 / 3)),
+    ]
+    assert body["others"] is None
+
+    first = await activity.get(
+        "/indicators/stays_full/contributions",
+        params={**params, "limit": "1"},
+        headers=auth("direction", CHU),
+    )
+    assert [c["key"] for c in first.json()["contributions"]] == ["05C12"]
+    assert first.json()["others"] == {"count": 1, "contribution": pytest.approx(100 / 3)}
+
+    by_unit = await activity.get(
+        "/indicators/outpatient_surgery_rate/contributions",
+        params={**params, "by": "unit"},
+        headers=auth("direction", CHU),
+    )
+    assert by_unit.status_code == 200, by_unit.text
+    units = by_unit.json()["contributions"]
+    assert all(c["name"] for c in units)
+    assert sum(c["contribution"] for c in units) == pytest.approx(by_unit.json()["variation"])
+
+    occupancy = await activity.get(
+        "/indicators/bed_occupancy_rate/contributions",
+        params=params,
+        headers=auth("direction", CHU),
+    )
+    assert occupancy.status_code == 422
+    assert occupancy.json()["errors"][0]["field"] == "by"
+    assert occupancy.json()["errors"][0]["rule"] == "not_analysable"
+
+
 async def test_the_rows_come_in_pages_in_the_order_of_their_dimensions(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:

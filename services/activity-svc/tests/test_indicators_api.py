@@ -612,11 +612,12 @@ async def test_each_childs_share_explains_a_poles_change_from_last_year(
     body = response.json()
     assert (body["value"], body["reference"], body["variation_unit"]) == (115.0, 150.0, "%")
     assert body["variation"] == pytest.approx(-70 / 3)
-    assert [(c["org_unit"], c["value"], c["reference"]) for c in body["children"]] == [
+    assert body["by"] == "children"
+    assert [(c["key"], c["value"], c["reference"]) for c in body["contributions"]] == [
         ("CHU-RAD", 60.0, 100.0),
         ("CHU-NUC", 55.0, 50.0),
     ]
-    shares = [c["contribution"] for c in body["children"]]
+    shares = [c["contribution"] for c in body["contributions"]]
     assert shares == [pytest.approx(-80 / 3), pytest.approx(10 / 3)]
     assert sum(shares) == pytest.approx(body["variation"])
 

@@ -184,10 +184,19 @@ def _statement(query: AnalyticsQuery, measures: Sequence[str]) -> str:
     """
 
 
-async def analytics(
-    session: AsyncSession, query: AnalyticsQuery
-) -> tuple[list[AnalyticsRow], bool]:
-    """The query's page of rows, and whether more follow."""
+@dataclass(frozen=True)
+class SummedRow:
+    keys: tuple[str | int, ...]
+    """The row's value of each dimension, in the query's order."""
+    this: dict[str, float]
+    """The row's summed measures over the period."""
+    last: dict[str, float]
+    """Over the same months of last year (zeros without ``compare``)."""
+
+
+async def summed_rows(session: AsyncSession, query: AnalyticsQuery) -> tuple[list[SummedRow], bool]:
+    """The query's page of rows as summed measures (those of its indicators), and whether
+    more follow."""
     measures = sorted({m for i in query.indicators for m in i.measures})
     params: dict[str, Any] = {
         "root": query.org_unit,
@@ -203,19 +212,35 @@ async def analytics(
     if query.after is not None:
         params |= {f"a{i}": value for i, value in enumerate(query.after)}
     result = await session.execute(text(_statement(query, measures)), params)
+    width, count = len(query.dimensions), len(measures)
     rows = []
-    width = len(query.dimensions)
     for row in result.all():
-        keys = tuple(row[:width])
-        values = row[width:]
-        this = {m: float(v or 0) for m, v in zip(measures, values[: len(measures)], strict=True)}
-        last = {m: float(v or 0) for m, v in zip(measures, values[len(measures) :], strict=True)}
+        this, last = row[width : width + count], row[width + count :]
+        rows.append(
+            SummedRow(
+                keys=tuple(row[:width]),
+                this={m: float(v or 0) for m, v in zip(measures, this, strict=True)},
+                last={m: float(v or 0) for m, v in zip(measures, last, strict=True)},
+            )
+        )
+    return rows[: query.limit], len(rows) > query.limit
+
+
+async def analytics(
+    session: AsyncSession, query: AnalyticsQuery
+) -> tuple[list[AnalyticsRow], bool]:
+    """The query's page of rows, and whether more follow."""
+    summed, more = await summed_rows(session, query)
+    rows = []
+    for row in summed:
         cells = {}
         for indicator in query.indicators:
-            value = value_of(indicator, parts_of(indicator, this))
-            reference = value_of(indicator, parts_of(indicator, last)) if query.compare else None
+            value = value_of(indicator, parts_of(indicator, row.this))
+            reference = (
+                value_of(indicator, parts_of(indicator, row.last)) if query.compare else None
+            )
             cells[indicator.code] = IndicatorCell(
                 value, reference, variation_of(indicator, value, reference)
             )
-        rows.append(AnalyticsRow(keys, cells))
-    return rows[: query.limit], len(rows) > query.limit
+        rows.append(AnalyticsRow(row.keys, cells))
+    return rows, more

@@ -7,7 +7,7 @@ establishment, and the territory root's figures a territorial principal.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
@@ -27,7 +27,7 @@ from activity_svc.indicators.analytics import (
     analytics,
 )
 from activity_svc.indicators.coding import backlog_by_unit, uncoded_acts
-from activity_svc.indicators.explain import children_contributions
+from activity_svc.indicators.explain import By, children_contributions, group_contributions
 from activity_svc.indicators.exports import (
     analytics_table,
     dashboard_table,
@@ -50,6 +50,7 @@ from activity_svc.indicators.schemas import (
     AnalyticsIndicator,
     AnalyticsRowRead,
     CodingWorklist,
+    ContributionRead,
     Contributions,
     Dashboard,
     FiguresRead,
@@ -58,6 +59,7 @@ from activity_svc.indicators.schemas import (
     IndicatorValues,
     OrgUnitFigures,
     OrgUnitRef,
+    OtherContributions,
     RecordPage,
     RecordRead,
     UncodedAct,
@@ -301,7 +303,7 @@ async def dashboard(
 @router.get(
     "/indicators/{code}/contributions",
     responses=NOT_FOUND,
-    summary="What explains a figure's change from last year: each child's share",
+    summary="What explains a figure's change from last year: each child's or group's share",
     response_model=Contributions,
 )
 async def indicator_contributions(
@@ -314,17 +316,29 @@ async def indicator_contributions(
     year_to_date: Annotated[
         bool, Query(description="The year to date's change (default), or the month's.")
     ] = True,
+    by: Annotated[
+        By, Query(description="The direct children (default), or what the records carry.")
+    ] = By.CHILDREN,
+    limit: Annotated[int, Query(ge=1, le=1000, description="The parts listed.")] = 20,
 ) -> Contributions:
-    """Each direct child's contribution to the org unit's variation from last year, in
-    the variation's unit (points for a rate), biggest first: they add up to it. ``period``
-    defaults to the last complete month; a partial month is a 422 (``partial_month``),
-    and a median, which does not decompose, too (``median``)."""
+    """Each direct child's (or each act code's, GHM root's...) contribution to the org
+    unit's variation from last year, in the variation's unit (points for a rate), biggest
+    first: they add up to it. ``period`` defaults to the last complete month; a partial
+    month is a 422 (``partial_month``), and a median, which does not decompose, too
+    (``median``)."""
     indicator = indicator_of(code)
     if indicator.aggregation is Aggregation.MEDIAN:
         raise InvalidInput(
             f"{indicator.code} is a median: it does not decompose into its children's parts.",
             field="code",
             rule="median",
+        )
+    if by is not By.CHILDREN and not analysable(indicator):
+        raise InvalidInput(
+            f"{indicator.code} divides by bed days, which no record carries: break it down"
+            " by children.",
+            field="by",
+            rule="not_analysable",
         )
     unit = await readable_org_unit(session, principal, org_unit)
     complete = await complete_up_to_of(session, unit)
@@ -341,9 +355,23 @@ async def indicator_contributions(
         session, [indicator], [(unit.code, month)], {unit.code: unit.finess}, scope
     )
     tree_day = constant_tree_day(month) if scope is Scope.CONSTANT else None
-    found = await children_contributions(
-        session, indicator, [(unit.code, month)], year_to_date, scope, tree_day
-    )
+    if by is By.CHILDREN:
+        found = (
+            await children_contributions(
+                session, indicator, [(unit.code, month)], year_to_date, scope, tree_day
+            )
+        )[(unit.code, month)]
+    else:
+        first = date(month.year, 1, 1) if year_to_date else month
+        found = await group_contributions(
+            session, indicator, unit.code, by, (first, month), scope, tree_day
+        )
+    names = await _names(session, {c.org_unit for c in found[:limit]}) if by is By.UNIT else {}
+    listed = [
+        ContributionRead.of(replace(c, name=names.get(c.org_unit, c.name)), named=by in _NAMED)
+        for c in found[:limit]
+    ]
+    rest = found[limit:]
     return Contributions(
         indicator=IndicatorSummary.of(indicator),
         org_unit=unit,
@@ -357,8 +385,17 @@ async def indicator_contributions(
         variation=figures.year_to_date_variation if year_to_date else figures.variation,
         variation_unit=figures.variation_unit,
         complete_up_to=complete,
-        children=found[(unit.code, month)],
+        by=by,
+        contributions=listed,
+        others=(
+            OtherContributions(count=len(rest), contribution=sum(c.contribution for c in rest))
+            if rest
+            else None
+        ),
     )
+
+
+_NAMED = frozenset({By.CHILDREN, By.UNIT})
 
 
 @router.get(

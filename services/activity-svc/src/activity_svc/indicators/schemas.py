@@ -18,7 +18,7 @@ from activity_svc.catalogue import (
     VariationUnit,
 )
 from activity_svc.indicators.analytics import AnalyticsRow, Dimension
-from activity_svc.indicators.explain import Contribution
+from activity_svc.indicators.explain import By, Contribution
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
 from activity_svc.referential.tree import LOCAL_TIME
@@ -288,9 +288,39 @@ class RecordRead(ReadModel):
     received_at: Annotated[datetime, AfterValidator(_local)]
 
 
+class ContributionRead(BaseModel):
+    """One part's share in a figure's variation from last year."""
+
+    key: str = Field(description="The child's code, or the group's value (`05M09`, `2`).")
+    name: str | None = Field(description="The child's (or the unit's) name; null for a group.")
+    value: float | None
+    reference: float | None = Field(description="Last year's figure.")
+    contribution: float = Field(
+        description="Its share of the variation, in the variation's unit: they add up to it."
+    )
+
+    @classmethod
+    def of(cls, found: Contribution, named: bool) -> ContributionRead:
+        return cls(
+            key=found.org_unit,
+            name=found.name if named else None,
+            value=found.value,
+            reference=found.reference,
+            contribution=found.contribution,
+        )
+
+
+class OtherContributions(BaseModel):
+    """The parts past ``limit``, together."""
+
+    count: int
+    contribution: float
+
+
 class Contributions(BaseModel):
-    """What explains an org unit's figure against last year: each child's share of the
-    variation, biggest first (they add up to it)."""
+    """What explains an org unit's figure against last year: each part's share of the
+    variation (a child's, or a group's of what the records carry), biggest first (they
+    add up to it)."""
 
     indicator: IndicatorSummary
     org_unit: OrgUnitRef
@@ -302,7 +332,11 @@ class Contributions(BaseModel):
     variation: float | None
     variation_unit: VariationUnit
     complete_up_to: CompleteUpTo
-    children: list[Contribution]
+    by: By
+    contributions: list[ContributionRead]
+    others: OtherContributions | None = Field(
+        description="The parts past `limit`, summed; null when every part is listed."
+    )
 
 
 class UnitBacklog(BaseModel):
