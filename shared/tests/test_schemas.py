@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from ght_shared.schemas import UNPRINTABLE_RANGES, PatchModel, printable
+from ght_shared.schemas import UNPRINTABLE_RANGES, PatchModel, printable, printable_lines
 
 
 class NoteUpdate(PatchModel):
@@ -67,3 +67,12 @@ def test_accents_emoji_and_other_scripts_are_printable() -> None:
     text = "Hôpital Saint-Éloi, 病院 🏥 مستشفى"
 
     assert printable(text) == text
+
+
+def test_a_text_of_several_lines_keeps_its_line_breaks_as_lf_and_nothing_else() -> None:
+    assert printable_lines("Grève des manipulateurs\r\ndu 3 au 7.\rReprise le 10.") == (
+        "Grève des manipulateurs\ndu 3 au 7.\nReprise le 10."
+    )
+    for text in ("a\n\x1b[31m", "line\n\u202eevil", "tab\there"):
+        with pytest.raises(PydanticCustomError):
+            printable_lines(text)

@@ -118,6 +118,19 @@ def printable(value: str) -> str:
 Printable = Annotated[str, AfterValidator(printable)]
 """Text shown, logged and exported as it is: no control or format character."""
 
+
+def printable_lines(value: str) -> str:
+    """``value`` with its line breaks as LF (CRLF and CR read as one), each line as
+    :func:`printable` wants it; a 422 otherwise."""
+    lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for line in lines:
+        printable(line)
+    return "\n".join(lines)
+
+
+PrintableLines = Annotated[str, AfterValidator(printable_lines)]
+"""A text of several lines (a comment): no control or format character but LF."""
+
 PathKey = Annotated[Printable, Path(min_length=1, max_length=MAX_KEY)]
 """A code or name in a path: bounded, printable (PostgreSQL text never holds a NUL)."""
 

@@ -38,6 +38,14 @@ class AlertClosed(Conflict):
     code = "alert_closed"
 
 
+class CommentNotFound(NotFound):
+    code = "comment_not_found"
+
+
+class TooManyComments(Conflict):
+    code = "too_many_comments"
+
+
 class ImportRejected(DomainError):
     """Rows were rejected and the caller asked for all or nothing."""
 

@@ -11,7 +11,8 @@ Three groups:
   ``unit_month`` (the measures of one unit in one month, maintained incrementally),
   ``record_import``, ``import_rejection`` and ``data_completeness`` (how far each
   establishment's data is complete);
-- steering: ``target``, ``alert_rule``, ``alert`` and ``alert_change`` (its history).
+- steering: ``target``, ``alert_rule``, ``alert`` and ``alert_change`` (its history),
+  ``figure_comment`` (what a person wrote of a figure).
 
 Dates of validity are half-open: ``valid_from <= day < valid_to`` (``valid_to`` NULL
 means still valid).
@@ -466,3 +467,26 @@ class AlertChange(Base):
     deviation: Mapped[float | None] = mapped_column(Double)
     by: Mapped[str | None] = mapped_column(Text)
     """Who, for a person's change (an acknowledgement, a rule deleted)."""
+
+
+class FigureComment(Base):
+    """What a person wrote of a figure (an indicator of an org unit in a month): the
+    cadre de gestion's explanation of a change, shown with the figure to whoever reads it."""
+
+    __tablename__ = "figure_comment"
+    __table_args__ = (
+        Index("figure_comment_figure", "org_unit", "indicator", "month", "written_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    indicator: Mapped[str] = mapped_column(Text)
+    org_unit: Mapped[str] = mapped_column(ForeignKey("org_unit.code"))
+    finess: Mapped[str | None] = mapped_column(Text)
+    """The org unit's establishment (None: the territory), for the rights of lists."""
+    month: Mapped[date] = mapped_column(Date)
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(Text)
+    """The token's subject."""
+    author_name: Mapped[str] = mapped_column(Text)
+    """The person's name as the token gave it (the subject without one)."""
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -7,15 +7,16 @@ establishment, and the territory root's figures a territorial principal.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import asdict, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, ensure_may_read
+from activity_svc.access import AUTH_RESPONSES, NOT_FOUND, Reader, Steerer, ensure_may_read
 from activity_svc.catalogue import INDICATORS, INDICATORS_BY_CODE, Aggregation, Indicator, Side
 from activity_svc.completeness import complete_up_to, is_complete, last_complete_month
 from activity_svc.errors import InvalidInput, OrgUnitNotFound
@@ -27,6 +28,7 @@ from activity_svc.indicators.analytics import (
     analytics,
 )
 from activity_svc.indicators.coding import backlog_by_unit, uncoded_acts
+from activity_svc.indicators.comments import add_comment, comments_on, remove_comment
 from activity_svc.indicators.explain import By, children_contributions, group_contributions
 from activity_svc.indicators.exports import (
     analytics_table,
@@ -50,6 +52,8 @@ from activity_svc.indicators.schemas import (
     AnalyticsIndicator,
     AnalyticsRowRead,
     CodingWorklist,
+    CommentCreate,
+    CommentRead,
     ContributionRead,
     Contributions,
     Dashboard,
@@ -68,7 +72,7 @@ from activity_svc.indicators.schemas import (
 from activity_svc.indicators.values import Scope, compute_figures, constant_tree_day
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.lookups import indicator_of
-from activity_svc.models import OrgUnit, OrgUnitVersion
+from activity_svc.models import FigureComment, OrgUnit, OrgUnitVersion
 from activity_svc.months import add_months, first_of_month, months_between
 from activity_svc.referential.schemas import CODE_PATTERN
 from activity_svc.referential.tree import today
@@ -223,12 +227,13 @@ async def indicator_values(
     figures = await compute_figures(
         session, [indicator], [(unit.code, m) for m in months], {unit.code: unit.finess}, scope
     )
+    comments = await comments_on(session, [unit.code], [indicator.code], months)
     answer = IndicatorValues(
         indicator=IndicatorSummary.of(indicator),
         org_unit=unit,
         scope=scope,
         complete_up_to=complete,
-        values=[FiguresRead.of(f) for f in figures],
+        values=[FiguresRead.of(f, comments.get((unit.code, code, f.period))) for f in figures],
     )
     if fmt is not ExportFormat.JSON:
         return await export_response(
@@ -275,9 +280,17 @@ async def dashboard(
         {u.code: u.finess for u in units},
         scope,
     )
+    comments = await comments_on(
+        session,
+        [u.code for u in units],
+        [i.code for i in MAIN_INDICATORS],
+        [add_months(month, -back) for back in range(months)],
+    )
     by_unit: dict[str, list[FiguresRead]] = {u.code: [] for u in units}
     for f in figures:
-        by_unit[f.org_unit].append(FiguresRead.of(f))
+        by_unit[f.org_unit].append(
+            FiguresRead.of(f, comments.get((f.org_unit, f.indicator, f.period)))
+        )
     answer = Dashboard(
         period=month.strftime("%Y-%m"),
         months=months,
@@ -396,6 +409,79 @@ async def indicator_contributions(
 
 
 _NAMED = frozenset({By.CHILDREN, By.UNIT})
+
+
+@router.post(
+    "/indicators/{code}/comments",
+    status_code=201,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "The figure holds too many comments (`too_many_comments`)."},
+    },
+    summary="Write a comment on a figure (an indicator of an org unit in a month)",
+    response_model=CommentRead,
+)
+async def write_comment(
+    principal: Steerer,
+    session: SessionDep,
+    response: Response,
+    code: Annotated[str, Path(max_length=64)],
+    body: CommentCreate,
+) -> CommentRead:
+    """Shown with the figure on the dashboards and the values, to whoever reads it. Who may
+    steer the org unit may write (a pôle manager on their pôle and below); a month to come
+    is a 422 (``future_month``)."""
+    month = parse_month(body.period, "period")
+    comment = await add_comment(session, principal, code, body.org_unit, month, body.text)
+    response.headers["Location"] = f"comments?org_unit={comment.org_unit}"  # relative
+    return CommentRead.of(comment)
+
+
+@router.get(
+    "/indicators/{code}/comments",
+    responses=NOT_FOUND,
+    summary="The comments on an indicator of an org unit, month by month",
+    response_model=Page[CommentRead],
+)
+async def list_comments(
+    principal: Reader,
+    session: SessionDep,
+    code: Annotated[str, Path(max_length=64)],
+    org_unit: OrgUnitCode,
+    from_: Annotated[str | None, Query(alias="from", max_length=7, description="YYYY-MM.")] = None,
+    to: Annotated[str | None, Query(max_length=7, description="YYYY-MM.")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[CommentRead]:
+    """Oldest month first, and in a month in the order they were written."""
+    indicator = indicator_of(code)
+    unit = await readable_org_unit(session, principal, org_unit)
+    query = select(FigureComment).where(
+        FigureComment.org_unit == unit.code, FigureComment.indicator == indicator.code
+    )
+    if from_ is not None:
+        query = query.where(FigureComment.month >= parse_month(from_, "from"))
+    if to is not None:
+        query = query.where(FigureComment.month <= parse_month(to, "to"))
+    order = (FigureComment.month, FigureComment.written_at, FigureComment.id)
+    if cursor is not None:
+        after = decode_cursor(cursor, date, datetime, uuid.UUID)
+        query = query.where(tuple_(*order) > tuple_(*after))
+    rows = (await session.scalars(query.order_by(*order).limit(limit + 1))).all()
+    return Page.of(rows, limit, key=lambda c: (c.month, c.written_at, c.id), read=CommentRead.of)
+
+
+@router.delete(
+    "/comments/{comment_id}",
+    status_code=204,
+    responses={404: {"description": "No such comment (`comment_not_found`)."}},
+    summary="Remove a comment (its author's)",
+)
+async def delete_comment(
+    principal: Steerer, session: SessionDep, comment_id: uuid.UUID
+) -> Response:
+    await remove_comment(session, principal, comment_id)
+    return Response(status_code=204)
 
 
 @router.get(

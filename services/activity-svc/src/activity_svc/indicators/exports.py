@@ -21,6 +21,7 @@ from activity_svc.indicators.schemas import (
 from activity_svc.indicators.values import Scope
 from activity_svc.ingestion.fields import FIELDS_BY_KIND
 from activity_svc.models import ActivityRecord
+from activity_svc.referential.tree import LOCAL_TIME
 from ght_shared.exports import Cell, Column, ColumnKind, Table
 
 SCOPE_FR = {Scope.AS_WAS: "tel qu'il était chaque mois", Scope.CONSTANT: "à périmètre constant"}
@@ -46,7 +47,19 @@ FIGURE_COLUMNS: tuple[Column, ...] = (
     Column("target_year", "Objectif annuel", _NUMBER),
     Column("partial", "Mois incomplet", _INTEGER),
     Column("complete_days", "Jours comptés", _INTEGER),
+    Column("comments", "Commentaires", _TEXT, width=60),
 )
+
+
+def _comments(figure: FiguresRead) -> str | None:
+    """Each comment as ``Claire Martin, 04/12/2026 : text``, one after the other."""
+    return (
+        "\n".join(
+            f"{c.author_name}, {c.written_at.astimezone(LOCAL_TIME):%d/%m/%Y} : {c.text}"
+            for c in figure.comments
+        )
+        or None
+    )
 
 
 def _metadata(
@@ -84,6 +97,7 @@ def _figure_row(
         figure.target_year,
         figure.partial,
         figure.complete_days,
+        _comments(figure),
     )
 
 

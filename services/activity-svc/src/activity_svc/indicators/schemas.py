@@ -21,9 +21,10 @@ from activity_svc.indicators.analytics import AnalyticsRow, Dimension
 from activity_svc.indicators.explain import By, Contribution
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
+from activity_svc.models import FigureComment
 from activity_svc.referential.tree import LOCAL_TIME
 from ght_shared.pagination import Page
-from ght_shared.schemas import ReadModel
+from ght_shared.schemas import MAX_KEY, PrintableLines, ReadModel, StrictModel
 
 _DESCRIPTIONS = {m.name: m.description for m in MEASURES} | {
     BED_DAYS: "Installed beds on the month's first day x days of the month (bed capacity)."
@@ -94,6 +95,51 @@ class IndicatorSummary(BaseModel):
         )
 
 
+MAX_COMMENT = 2000
+"""The characters of a comment, at most."""
+
+
+class CommentCreate(StrictModel):
+    """What a person writes of a figure: an indicator of an org unit in a month."""
+
+    org_unit: str = Field(min_length=1, max_length=MAX_KEY)
+    period: str = Field(max_length=7, description="The month, YYYY-MM.", examples=["2026-10"])
+    text: PrintableLines = Field(
+        min_length=1,
+        max_length=MAX_COMMENT,
+        description="The explanation, on several lines if need be.",
+        examples=[
+            "Fermeture de 6 lits du 3 au 21 octobre (travaux) : 180 séjours de moins attendus."
+        ],
+    )
+
+
+class CommentRead(BaseModel):
+    """A comment on a figure: who wrote it, when, and what."""
+
+    id: uuid.UUID
+    indicator: str
+    org_unit: str
+    period: str = Field(description="The month, YYYY-MM.")
+    text: str
+    author: str = Field(description="The account that wrote it.")
+    author_name: str = Field(description="Its name as the token gave it.")
+    written_at: datetime
+
+    @classmethod
+    def of(cls, comment: FigureComment) -> CommentRead:
+        return cls(
+            id=comment.id,
+            indicator=comment.indicator,
+            org_unit=comment.org_unit,
+            period=comment.month.strftime("%Y-%m"),
+            text=comment.text,
+            author=comment.author,
+            author_name=comment.author_name,
+            written_at=comment.written_at,
+        )
+
+
 class FiguresRead(BaseModel):
     """One indicator's figures for one month; None where not computable."""
 
@@ -126,10 +172,16 @@ class FiguresRead(BaseModel):
     complete_days: int = Field(
         description="The days of the month the figures count (all of them when complete)."
     )
+    comments: list[CommentRead] = Field(
+        default_factory=list,
+        description="What was written of this figure (the indicator of the org unit that"
+        " month), oldest first.",
+    )
 
     @classmethod
-    def of(cls, figures: Figures) -> FiguresRead:
+    def of(cls, figures: Figures, comments: list[CommentRead] | None = None) -> FiguresRead:
         return cls(
+            comments=comments or [],
             indicator=figures.indicator,
             period=figures.period.strftime("%Y-%m"),
             value=figures.value,
