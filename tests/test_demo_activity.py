@@ -129,6 +129,9 @@ def _summarise(records: Iterable[dict[str, Any]], referential: list[dict[str, An
                 tally["severe", finess, year] += record["severity"] >= 3
                 tally["full_by_month", finess, uf, year, when.month] += 1
                 tally["full_ytd", finess, uf, year] += ytd
+                tally["severe_ytd", finess, uf, year] += ytd and record["severity"] >= 3
+                tally["days_ytd", finess, uf, year] += days if ytd else 0
+                tally["valuation_ytd", finess, uf, year] += record["amount"] if ytd else 0
             tally["surgical", year] += surgical
             tally["surgical_ambulatory", year] += surgical and record["mode"] == "ambulatory"
             tally["surgical_ambulatory_by_month", year, when.month] += (
@@ -419,6 +422,47 @@ def test_the_chu_cardiology_stays_fall_after_the_bed_closure(summary):
         summary.tally["full_ytd", CHU, uf, THIS_YEAR], summary.tally["full_ytd", CHU, uf, LAST_YEAR]
     )
     assert -14 < change < -5
+
+
+def test_the_chu_geriatrics_case_mix_turns_frailer_this_year(summary):
+    uf = demo_activity.CASE_MIX_UNIT_CODE.removeprefix("CHU-UF")
+
+    def share(tally: str, year: int) -> float:
+        return summary.tally[tally, CHU, uf, year] / summary.tally["full_ytd", CHU, uf, year]
+
+    assert share("severe_ytd", LAST_YEAR) < 0.58 < 0.62 < share("severe_ytd", THIS_YEAR)
+    assert share("days_ytd", THIS_YEAR) > 1.08 * share("days_ytd", LAST_YEAR)
+    assert share("valuation_ytd", THIS_YEAR) > 1.1 * share("valuation_ytd", LAST_YEAR)
+    assert (
+        summary.tally["full_ytd", CHU, uf, THIS_YEAR]
+        < summary.tally["full_ytd", CHU, uf, LAST_YEAR]
+    )
+
+
+def test_the_cardiology_ward_explains_most_of_its_poles_fall(referential, summary):
+    parent = {n["code"]: n.get("parent") for n in referential}
+    kind = {n["code"]: n["kind"] for n in referential}
+
+    def pole_of(code: str | None) -> str | None:
+        while code is not None and kind[code] != "pole":
+            code = parent[code]
+        return code
+
+    ward = demo_activity.CARDIOLOGY_UNIT_CODE
+    pole = pole_of(ward)
+    units = {n["code"]: n["uf"] for n in referential if n["kind"] == "unit"}
+    ufs = [uf for code, uf in units.items() if code.startswith("CHU-") and pole_of(code) == pole]
+
+    def change(chosen: list[str]) -> int:
+        this, last = (THIS_YEAR, LAST_YEAR)
+        return sum(
+            summary.tally["full_ytd", CHU, uf, this] - summary.tally["full_ytd", CHU, uf, last]
+            for uf in chosen
+        )
+
+    last_year = sum(summary.tally["full_ytd", CHU, uf, LAST_YEAR] for uf in ufs)
+    assert -8 < 100 * change(ufs) / last_year < -2
+    assert change([units[ward]]) / change(ufs) > 0.7
 
 
 def test_one_unit_codes_fewer_acts_later_this_year(summary):

@@ -39,6 +39,11 @@ Stories for the dashboards to show, this year against the same period last year:
 - ambulatory surgery grows everywhere (+7 % a year) while full surgical stays shrink;
 - the CHU's continuous care unit (UF 5202) moved from the pôle urgences-réanimation
   to the pôle chirurgie on July 1st of last year ("as it was" vs "constant scope").
+- the CHU's acute geriatrics (UF 2201) takes frailer patients this year: severity
+  levels 3-4 go from about half of its full stays to about two thirds, each stay is
+  longer and valued higher, and it has fewer of them (the case-mix);
+- the pôle cardio-vasculaire's full stays fall by about 5 %, nearly all of it its
+  cardiology ward's (the contributions of its children).
 
 No patient data at all: a record carries only its sending system's pseudonymous id
 (``PMSI-CHU-2025-000123``).
@@ -938,6 +943,8 @@ class Stories:
     coding_uncoded: float = 0.16
     ambulatory_surgery_growth: float = 0.07
     full_surgery_growth: float = -0.03
+    frailer_severity: tuple[float, float, float, float] = (0.07, 0.25, 0.44, 0.24)
+    """The severity mix of the geriatrics' full stays this year (the case-mix shift)."""
 
     @classmethod
     def of(cls, today: date) -> Stories:
@@ -948,6 +955,7 @@ MRI_UNIT_CODE = "CHU-UF1102"
 CARDIOLOGY_UNIT_CODE = "CHU-UF6101"
 CODING_DROP_UNIT_CODE = "CHU-UF1103"
 MOVED_UNIT_CODE = "CHU-UF5202"
+CASE_MIX_UNIT_CODE = "CHU-UF2201"
 MOVED_TO = "CHU-CHI-ANE"
 
 
@@ -1198,14 +1206,20 @@ def _full_stays(context: _UnitContext, days: list[Day]) -> list[Record]:
     profile, rng, stories = context.unit.profile, context.rng, context.stories
     week_mean = sum(profile.discharge_week[:7]) / 7
     severity_weights = profile.severity
-    cumulative = list(accumulate(severity_weights))
     los_mean = sum(w * f for w, f in zip(severity_weights, SEVERITY_LOS, strict=True))
     tariff_mean = sum(w * f for w, f in zip(severity_weights, SEVERITY_TARIFF, strict=True))
+    mixes = {False: (list(accumulate(severity_weights)), 1.0)}
+    if context.code == CASE_MIX_UNIT_CODE:
+        frailer = stories.frailer_severity
+        longer = sum(w * f for w, f in zip(frailer, SEVERITY_LOS, strict=True)) / los_mean
+        mixes[True] = (list(accumulate(frailer)), longer)
     levels = (1, 2, 3, 4)
     start = days[0].day
     flow = _Flow(rng)
     out: list[Record] = []
     for d in days:
+        # Longer stays of a frailer mix fill the same beds with fewer of them.
+        cumulative, longer = mixes.get(d.day >= stories.this_year, mixes[False])
         surgical_trend = (1 + stories.full_surgery_growth) ** d.years
         trend = 1.012**d.years
         beds = _beds(context, d.day)
@@ -1216,7 +1230,7 @@ def _full_stays(context: _UnitContext, days: list[Day]) -> list[Record]:
             * profile.discharge_week[d.weekday]
             / week_mean
             * trend
-            / profile.alos
+            / (profile.alos * longer)
         )
         # Fewer full surgical stays as ambulatory surgery grows; medical ones unchanged.
         share = profile.surgical_share
@@ -1647,6 +1661,70 @@ def load_activity_demo(
                 f" in {len(files)} files, {time.monotonic() - began:.1f} s"
             )
         say(f"demo activity: {total} records loaded in {time.monotonic() - started:.1f} s")
+        _write_comments(client, password, today)
+        say(f"demo activity: {len(demo_comments(today))} comments written")
+
+
+@dataclass(frozen=True)
+class DemoComment:
+    """What a demo person wrote of a figure: their explanation of a story."""
+
+    username: str
+    indicator: str
+    org_unit: str
+    period: date
+    text: str
+
+
+def demo_comments(today: date) -> list[DemoComment]:
+    """The explanations of the stories, on the last complete month's figures."""
+    month = date(today.year, today.month, 1) - timedelta(days=1)
+    period = date(month.year, month.month, 1)
+    return [
+        DemoComment(
+            "cadre.chu",
+            "imaging_exams",
+            "CHU-IMG",
+            period,
+            "Deuxième IRM ouverte en janvier (UF 1102) : les examens du pôle progressent de"
+            " 10 à 13 % sur l'année, à effectif de manipulateurs constant.",
+        ),
+        DemoComment(
+            "direction.chu",
+            "stays_full",
+            "CHU-CAR",
+            period,
+            "Fermeture de 3 des 30 lits de cardiologie (UF 6101) au 1er janvier : elle explique"
+            " l'essentiel de la baisse des séjours du pôle.\nRéouverture à l'étude pour 2027.",
+        ),
+        DemoComment(
+            "direction.chu",
+            "stay_valuation",
+            "CHU-UF2201",
+            period,
+            "Gériatrie aiguë : patients plus lourds (niveaux de sévérité 3 et 4 en hausse),"
+            " séjours plus longs et mieux valorisés, moins nombreux.",
+        ),
+    ]
+
+
+def _write_comments(client: httpx.Client, password: str, today: date) -> None:
+    tokens: dict[str, dict[str, str]] = {}
+    for comment in demo_comments(today):
+        if comment.username not in tokens:
+            form = {"grant_type": "password", "username": comment.username, "password": password}
+            tokens[comment.username] = _bearer(_token(client, form))
+        _send(
+            client,
+            "POST",
+            f"/api/activity/indicators/{comment.indicator}/comments",
+            json={
+                "org_unit": comment.org_unit,
+                "period": f"{comment.period:%Y-%m}",
+                "text": comment.text,
+            },
+            headers=tokens[comment.username],
+        )
 
 
 def _load_referential(

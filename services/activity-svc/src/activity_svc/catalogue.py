@@ -522,6 +522,46 @@ INDICATORS: tuple[Indicator, ...] = (
 INDICATORS_BY_CODE: dict[str, Indicator] = {i.code: i for i in INDICATORS}
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A standing comparison of the commission's dashboard: the same indicators across
+    the establishments, in their units of some specialties (as the referential names
+    them, ADR 0023)."""
+
+    key: str
+    label_fr: str
+    specialties: tuple[str, ...]
+    indicators: tuple[Indicator, ...]
+
+
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison(
+        "maternities",
+        "Maternités",
+        ("obstétrique",),
+        (INDICATORS_BY_CODE["stays_full"], INDICATORS_BY_CODE["average_length_of_stay"]),
+    ),
+    Comparison(
+        "imaging",
+        "Imagerie",
+        (
+            "imagerie médicale",
+            "radiologie conventionnelle et échographie",
+            "scanographie",
+            "imagerie par résonance magnétique",
+            "médecine nucléaire",
+        ),
+        (INDICATORS_BY_CODE["imaging_exams"],),
+    ),
+    Comparison(
+        "emergencies",
+        "Urgences",
+        ("urgences", "unité d'hospitalisation de courte durée"),
+        (INDICATORS_BY_CODE["stays_full"], INDICATORS_BY_CODE["average_length_of_stay"]),
+    ),
+)
+
+
 def indicators_reading(measures: set[str]) -> list[Indicator]:
     """The indicators whose value depends on one of ``measures``."""
     return [i for i in INDICATORS if measures.intersection(i.measures)]

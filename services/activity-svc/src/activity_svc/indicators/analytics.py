@@ -13,6 +13,7 @@ in the order of their dimensions, paged by keyset on them.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,6 +36,9 @@ class Dimension(StrEnum):
     of the period in constant scope)."""
     UNIT = "unit"
     """The care units below it."""
+    SPECIALTY = "specialty"
+    """The units' specialty, as the referential holds it (``obstétrique``): the same
+    activity across establishments."""
     MONTH = "month"
     QUARTER = "quarter"
     KIND = "kind"
@@ -54,6 +58,7 @@ class Dimension(StrEnum):
 _DIMENSION_SQL: dict[Dimension, str] = {
     Dimension.ORG_UNIT: "kid.ancestor",
     Dimension.UNIT: "c.unit",
+    Dimension.SPECIALTY: "coalesce(spec.specialty, '')",
     Dimension.MONTH: "to_char(shifted.month, 'YYYY-MM')",
     Dimension.QUARTER: "to_char(shifted.month, 'YYYY-\"Q\"Q')",
     Dimension.KIND: "c.kind",
@@ -73,6 +78,7 @@ FROM_RECORDS = frozenset({Dimension.CMD, Dimension.DRG_ROOT, Dimension.CODE})
 would hold nearly as many rows as the records (ADR 0021)."""
 FILTERABLE = (
     Dimension.UNIT,
+    Dimension.SPECIALTY,
     Dimension.KIND,
     Dimension.MODE,
     Dimension.SEVERITY,
@@ -151,12 +157,14 @@ def _statement(query: AnalyticsQuery, measures: Sequence[str]) -> str:
         if query.scope is Scope.CONSTANT
         else "{m}.valid_from <= c.month AND ({m}.valid_to IS NULL OR {m}.valid_to > c.month)"
     )
-    kid = ""
+    joins = ""
     if Dimension.ORG_UNIT in query.dimensions:
-        kid = f"""
+        joins = f"""
         JOIN org_unit_membership kid ON kid.unit = c.unit
             AND kid.ancestor IN (SELECT v.code FROM org_unit_version v WHERE v.parent = :root)
             AND {valid.format(m="kid")}"""
+    if Dimension.SPECIALTY in {*query.dimensions, *query.filters}:
+        joins += "\n        JOIN org_unit spec ON spec.code = c.unit"
     months = "c.month BETWEEN :first AND :last"
     if query.compare:
         months = f"({months} OR c.month BETWEEN :first_ly AND :last_ly)"
@@ -175,7 +183,7 @@ def _statement(query: AnalyticsQuery, measures: Sequence[str]) -> str:
         CROSS JOIN LATERAL (SELECT CASE WHEN c.month >= :first THEN c.month
             ELSE CAST(c.month + interval '1 year' AS date) END AS month) shifted
         JOIN org_unit_membership memb ON memb.unit = c.unit AND memb.ancestor = :root
-            AND {valid.format(m="memb")}{kid}
+            AND {valid.format(m="memb")}{joins}
         WHERE {months}{filters}
         GROUP BY {positions}
     ) g {page}
@@ -226,21 +234,42 @@ async def summed_rows(session: AsyncSession, query: AnalyticsQuery) -> tuple[lis
     return rows[: query.limit], len(rows) > query.limit
 
 
+def total_of(rows: Sequence[SummedRow]) -> SummedRow:
+    """The rows' measures summed: their total row."""
+    this: dict[str, float] = defaultdict(float)
+    last: dict[str, float] = defaultdict(float)
+    for row in rows:
+        for measure, value in row.this.items():
+            this[measure] += value
+        for measure, value in row.last.items():
+            last[measure] += value
+    return SummedRow((), dict(this), dict(last))
+
+
 async def analytics(
     session: AsyncSession, query: AnalyticsQuery
 ) -> tuple[list[AnalyticsRow], bool]:
     """The query's page of rows, and whether more follow."""
     summed, more = await summed_rows(session, query)
-    rows = []
-    for row in summed:
-        cells = {}
-        for indicator in query.indicators:
-            value = value_of(indicator, parts_of(indicator, row.this))
-            reference = (
-                value_of(indicator, parts_of(indicator, row.last)) if query.compare else None
-            )
-            cells[indicator.code] = IndicatorCell(
-                value, reference, variation_of(indicator, value, reference)
-            )
-        rows.append(AnalyticsRow(row.keys, cells))
+    rows = [
+        AnalyticsRow(row.keys, cells_of(query.indicators, row.this, row.last, query.compare))
+        for row in summed
+    ]
     return rows, more
+
+
+def cells_of(
+    indicators: Sequence[Indicator],
+    this: Mapping[str, float],
+    last: Mapping[str, float],
+    compare: bool = True,
+) -> dict[str, IndicatorCell]:
+    """Each indicator's value from summed measures, last year's and the variation."""
+    cells = {}
+    for indicator in indicators:
+        value = value_of(indicator, parts_of(indicator, this))
+        reference = value_of(indicator, parts_of(indicator, last)) if compare else None
+        cells[indicator.code] = IndicatorCell(
+            value, reference, variation_of(indicator, value, reference)
+        )
+    return cells

@@ -584,6 +584,10 @@ _QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
 _YEAR = re.compile(r"^(\d{4})$")
 _FILTER_RULES: dict[Dimension, tuple[re.Pattern[str], str]] = {
     Dimension.UNIT: (re.compile(CODE_PATTERN), "an org unit code"),
+    Dimension.SPECIALTY: (
+        re.compile(r"^[^\x00-\x1f\x7f,]{1,100}$"),
+        "a specialty as the referential holds it (obstétrique)",
+    ),
     Dimension.KIND: (
         re.compile(r"^(stay|outpatient_act|imaging_exam|consultation|expense|revenue)$"),
         "a record kind",
@@ -656,8 +660,8 @@ async def indicator_analytics(
         Query(
             max_length=200,
             description="Comma-separated, at most 4, in the rows' order: org_unit (the"
-            " direct children), unit, month, quarter, kind, mode, severity, cmd, drg_root,"
-            " code."
+            " direct children), unit, specialty, month, quarter, kind, mode, severity, cmd,"
+            " drg_root, code."
             " None: one row, the total.",
         ),
     ] = None,
@@ -674,6 +678,9 @@ async def indicator_analytics(
     ] = "last_year",
     scope: ScopeQuery = Scope.AS_WAS,
     unit: Annotated[ListQuery, Query(description="Keep these units (codes).")] = None,
+    specialty: Annotated[
+        ListQuery, Query(description="Keep the units of these specialties.")
+    ] = None,
     kind: Annotated[ListQuery, Query(description="Keep these record kinds.")] = None,
     mode: Annotated[ListQuery, Query(description="Keep these stay modes.")] = None,
     severity: Annotated[ListQuery, Query(description="Keep these severity levels.")] = None,
@@ -700,6 +707,7 @@ async def indicator_analytics(
         )
     given = {
         Dimension.UNIT: unit,
+        Dimension.SPECIALTY: specialty,
         Dimension.KIND: kind,
         Dimension.MODE: mode,
         Dimension.SEVERITY: severity,

@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activity_svc.catalogue import Aggregation, Indicator
-from activity_svc.indicators.analytics import AnalyticsQuery, Dimension, summed_rows
+from activity_svc.indicators.analytics import AnalyticsQuery, Dimension, summed_rows, total_of
 from activity_svc.indicators.values import Parts, Scope, Series, load_sums, parts_of
 from activity_svc.months import add_months
 
@@ -56,6 +56,7 @@ class By(StrEnum):
 
     CHILDREN = "children"
     UNIT = "unit"
+    SPECIALTY = "specialty"
     KIND = "kind"
     MODE = "mode"
     SEVERITY = "severity"
@@ -201,18 +202,12 @@ async def group_contributions(
         limit=MAX_GROUPS,
     )
     rows, _ = await summed_rows(session, query)
-    this: dict[str, float] = defaultdict(float)
-    last: dict[str, float] = defaultdict(float)
-    for row in rows:
-        for measure, value in row.this.items():
-            this[measure] += value
-        for measure, value in row.last.items():
-            last[measure] += value
+    total = total_of(rows)
     groups = []
     for row in rows:
         parts = parts_of(indicator, row.this), parts_of(indicator, row.last)
         if any(parts[0]) or any(parts[1]):  # not the records of other kinds
             groups.append((str(row.keys[0]), str(row.keys[0]), parts))
     return contributions_of(
-        indicator, (parts_of(indicator, this), parts_of(indicator, last)), groups
+        indicator, (parts_of(indicator, total.this), parts_of(indicator, total.last)), groups
     )

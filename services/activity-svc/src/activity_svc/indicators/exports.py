@@ -134,6 +134,7 @@ def values_table(values: IndicatorValues) -> Table:
 _DIMENSION_HEADERS = {
     "org_unit": "Unité organisationnelle",
     "unit": "Unité",
+    "specialty": "Spécialité",
     "month": "Mois",
     "quarter": "Trimestre",
     "kind": "Type",

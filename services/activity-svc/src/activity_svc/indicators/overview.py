@@ -2,23 +2,43 @@
 
 Per establishment, a few headline volumes at the last month whose data is complete:
 their year to date against the same period last year. The same for the territory
-(the earliest of its establishments' complete months), territorial callers only.
+(the earliest of its establishments' complete months), territorial callers only, with
+the commission's standing comparisons: the same indicators across the establishments in
+their maternities, imaging, emergencies (``COMPARISONS``), read like the analytics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.catalogue import INDICATORS_BY_CODE, Indicator
+from activity_svc.catalogue import COMPARISONS, INDICATORS_BY_CODE, Comparison, Indicator
 from activity_svc.completeness import (
     completeness_of,
     last_complete_month,
     territory_complete_up_to,
 )
-from activity_svc.indicators.schemas import ActivityHeadline, ActivityOverview, HeadlineFigure
+from activity_svc.indicators.analytics import (
+    AnalyticsQuery,
+    Dimension,
+    IndicatorCell,
+    cells_of,
+    summed_rows,
+    total_of,
+)
+from activity_svc.indicators.schemas import (
+    ActivityHeadline,
+    ActivityOverview,
+    ComparedEstablishment,
+    ComparedFigure,
+    ComparedIndicator,
+    HeadlineFigure,
+    SpecialtyComparison,
+    TerritoryHeadline,
+)
 from activity_svc.indicators.values import Scope, compute_figures
 
 HEADLINE: tuple[Indicator, ...] = tuple(
@@ -81,8 +101,81 @@ async def activity_overview(
         }
     )
     if with_territory:
-        overview.territory = ActivityHeadline(
+        overview.territory = TerritoryHeadline(
             complete_up_to=territory_day,
             headline=headlines.get(territory, []) if territory else [],
         )
+        if territory is not None and territory_day is not None:
+            month = last_complete_month(territory_day)
+            overview.territory.comparisons = [
+                await specialty_comparison(session, c, territory, month) for c in COMPARISONS
+            ]
     return overview
+
+
+_ESTABLISHMENTS = text(
+    """
+    SELECT v.code, v.name FROM org_unit_version v
+    WHERE v.parent = :territory AND v.valid_from <= :day
+        AND (v.valid_to IS NULL OR v.valid_to > :day)
+    ORDER BY v.name, v.code
+    """
+)
+
+
+async def specialty_comparison(
+    session: AsyncSession, comparison: Comparison, territory: str, month: date
+) -> SpecialtyComparison:
+    """The comparison's indicators in each establishment's units of its specialties, year
+    to date at ``month``, against last year's: one statement on the cube."""
+    first = date(month.year, 1, 1)
+    query = AnalyticsQuery(
+        org_unit=territory,
+        indicators=comparison.indicators,
+        dimensions=[Dimension.ORG_UNIT],
+        first=first,
+        last=month,
+        filters={Dimension.SPECIALTY: comparison.specialties},
+        limit=1000,
+    )
+    rows, _ = await summed_rows(session, query)
+    by_establishment = {str(row.keys[0]): row for row in rows}
+    total = total_of(rows)
+    territory_cells = cells_of(comparison.indicators, total.this, total.last)
+    establishments = (
+        await session.execute(_ESTABLISHMENTS, {"territory": territory, "day": month})
+    ).all()
+    cells = {
+        code: cells_of(comparison.indicators, row.this, row.last)
+        for code, row in by_establishment.items()
+    }
+    empty = IndicatorCell(None, None, None)
+    return SpecialtyComparison(
+        key=comparison.key,
+        label_fr=comparison.label_fr,
+        specialties=list(comparison.specialties),
+        first_month=f"{first:%Y-%m}",
+        last_month=f"{month:%Y-%m}",
+        indicators=[
+            ComparedIndicator(
+                indicator=indicator.code,
+                label_fr=indicator.label_fr,
+                unit=indicator.unit,
+                variation_unit=indicator.variation_unit,
+                territory=ComparedFigure(**_figure(territory_cells[indicator.code])),
+                establishments=[
+                    ComparedEstablishment(
+                        finess=code,
+                        name=name,
+                        **_figure(cells.get(code, {}).get(indicator.code, empty)),
+                    )
+                    for code, name in establishments
+                ],
+            )
+            for indicator in comparison.indicators
+        ],
+    )
+
+
+def _figure(cell: IndicatorCell) -> dict[str, float | None]:
+    return {"value": cell.value, "last_year": cell.last_year, "variation": cell.variation}

@@ -450,10 +450,52 @@ class ActivityHeadline(BaseModel):
     headline: list[HeadlineFigure]
 
 
+class ComparedFigure(BaseModel):
+    """An indicator's year to date in the units of a comparison, against last year's."""
+
+    value: float | None
+    last_year: float | None
+    variation: float | None = Field(description="In `variation_unit`.")
+
+
+class ComparedEstablishment(ComparedFigure):
+    finess: str
+    name: str
+
+
+class ComparedIndicator(BaseModel):
+    indicator: str
+    label_fr: str
+    unit: str
+    variation_unit: VariationUnit
+    territory: ComparedFigure = Field(description="Every establishment's units together.")
+    establishments: list[ComparedEstablishment] = Field(
+        description="Each establishment's; null figures for one without such units."
+    )
+
+
+class SpecialtyComparison(BaseModel):
+    """The same indicators across the establishments, in their units of some specialties
+    (the maternities, the imaging, the emergencies), over the year to date."""
+
+    key: str = Field(examples=["maternities"])
+    label_fr: str = Field(examples=["Maternités"])
+    specialties: list[str] = Field(description="The units' specialties it reads.")
+    first_month: str
+    last_month: str = Field(description="The territory's last complete month.")
+    indicators: list[ComparedIndicator]
+
+
+class TerritoryHeadline(ActivityHeadline):
+    comparisons: list[SpecialtyComparison] = Field(
+        default_factory=list, description="The commission's standing comparisons."
+    )
+
+
 class ActivityOverview(BaseModel):
     """The activity part of the gateway's territorial overview (docs/overview.md)."""
 
     establishments: dict[str, ActivityHeadline]
-    territory: ActivityHeadline | None = Field(
+    territory: TerritoryHeadline | None = Field(
         default=None, description="Territorial callers only (absent otherwise)."
     )
