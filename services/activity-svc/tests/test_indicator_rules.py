@@ -9,7 +9,7 @@ import pytest
 from activity_testing import put_unit_month
 
 from activity_svc.catalogue import INDICATORS_BY_CODE, coding_delay_measure
-from activity_svc.indicators.explain import contributions_of
+from activity_svc.indicators.explain import contributions_of, target_contributions_of
 from activity_svc.indicators.figures import Figures, variation_pct
 from activity_svc.indicators.values import (
     Scope,
@@ -254,6 +254,38 @@ async def test_the_occupancy_rate_divides_days_by_the_beds_installed_on_the_firs
             session, [OCCUPANCY], [("CHU-CAR", month(2024, 1))], {}
         )
     assert department.value == pytest.approx(100 * 465 / (40 * 31))
+
+
+def test_the_childrens_contributions_to_a_gap_to_target_add_up_to_it() -> None:
+    completeness = INDICATORS_BY_CODE["coding_completeness_rate"]
+    # Parent: 80 / 100 = 80 % against a target of 90 %: -10 points; A (80 of the acts)
+    # codes 87.5 %, B (20 of them) 50 %: B's weight times its gap explains most of it.
+    found = target_contributions_of(
+        completeness,
+        90.0,
+        ((80.0, 100.0), (0.0, 0.0)),
+        [("A", "A", ((70.0, 80.0), (0.0, 0.0))), ("B", "B", ((10.0, 20.0), (0.0, 0.0)))],
+    )
+    assert [(c.org_unit, c.value, c.reference) for c in found] == [
+        ("B", 50.0, 90.0),
+        ("A", 87.5, 90.0),
+    ]
+    assert [c.contribution for c in found] == [pytest.approx(-8.0), pytest.approx(-2.0)]
+    # A volume: 115 against 100, each child against its part of the target at last
+    # year's weights (100 and 50 of 150).
+    exams = INDICATORS_BY_CODE["imaging_exams"]
+    found = target_contributions_of(
+        exams,
+        100.0,
+        ((115.0,), (150.0,)),
+        [("RAD", "RAD", ((60.0,), (100.0,))), ("NUC", "NUC", ((55.0,), (50.0,)))],
+    )
+    assert [(c.org_unit, c.reference) for c in found] == [
+        ("NUC", pytest.approx(100 / 3)),
+        ("RAD", pytest.approx(200 / 3)),
+    ]
+    assert sum(c.contribution for c in found) == pytest.approx(15.0)
+    assert target_contributions_of(exams, None, ((1.0,), (1.0,)), []) == []
 
 
 def test_the_childrens_contributions_to_a_rate_add_up_to_its_change_in_points() -> None:

@@ -621,6 +621,32 @@ async def test_each_childs_share_explains_a_poles_change_from_last_year(
     assert shares == [pytest.approx(-80 / 3), pytest.approx(10 / 3)]
     assert sum(shares) == pytest.approx(body["variation"])
 
+    # Against a target of 100 exams for March, the pôle is 15 % above it: radiology
+    # below its part (two thirds, as last year), nuclear medicine far above its own.
+    target = await activity.put(
+        "/targets/imaging_exams/CHU-IMG/2026",
+        json={"value": 1200, "monthly_profile": [0.1, 0.1, 1 / 12] + [(0.8 - 1 / 12) / 9] * 9},
+        headers=headers,
+    )
+    assert target.status_code == 201, target.text
+    gap = await activity.get(
+        "/indicators/imaging_exams/contributions",
+        params={**params, "basis": "target", "year_to_date": "false"},
+        headers=headers,
+    )
+    assert gap.status_code == 200, gap.text
+    body = gap.json()
+    assert (body["basis"], body["value"], body["reference"]) == (
+        "target",
+        115.0,
+        pytest.approx(100),
+    )
+    assert body["variation"] == pytest.approx(15.0)
+    assert [(c["key"], c["contribution"]) for c in body["contributions"]] == [
+        ("CHU-NUC", pytest.approx(65 / 3)),
+        ("CHU-RAD", pytest.approx(-20 / 3)),
+    ]
+
     median = await activity.get(
         "/indicators/median_coding_delay/contributions", params=params, headers=headers
     )

@@ -15,6 +15,16 @@ its children's parts summed, then divided):
 The parts are a parent's children, or the groups of what its records carry (an act
 code, a GHM root, a severity...), read like the analytics' rows: the parent is then the
 groups' sum, so that they add up to its variation too.
+
+Against the parent's target ``T`` instead of last year (:func:`target_contributions_of`),
+the shares add up to its gap to the target:
+
+- a volume: ``(V_i - T w_i) / |T| x 100``, the child's gap to its part of the target,
+  ``w_i`` its weight last year (``V_i_ref / V_ref``): the target spread as the activity
+  was;
+- a ratio: ``(N_i - T D_i) / D``, the child's weight this year times its gap to the
+  parent's target (rates in points, other ratios in % of the target): exact, whatever the
+  children's own targets.
 """
 
 from __future__ import annotations
@@ -63,6 +73,13 @@ class By(StrEnum):
     CMD = "cmd"
     DRG_ROOT = "drg_root"
     CODE = "code"
+
+
+class Basis(StrEnum):
+    """What a figure's change is measured from."""
+
+    LAST_YEAR = "last_year"
+    TARGET = "target"
 
 
 MAX_GROUPS = 50_000
@@ -136,6 +153,43 @@ def _share(
     return points / abs(reference_value) * 100.0 if reference_value else None
 
 
+def target_contributions_of(
+    indicator: Indicator,
+    target: float | None,
+    parent: tuple[Parts, Parts],
+    children: Sequence[tuple[str, str, tuple[Parts, Parts]]],
+) -> list[Contribution]:
+    """Each child's contribution to the parent's gap to ``target`` (the parent's target of
+    the same period), biggest first; a child's ``reference`` is what it is set against
+    (its part of a volume's target, the parent's target of a ratio). None for a median,
+    without a target, or without what the shares divide by."""
+    if indicator.aggregation is Aggregation.MEDIAN or not target:
+        return []
+    this, last = parent
+    goal = target / indicator.scale
+    found = []
+    for code, name, (child, child_last) in children:
+        if len(this) == 1:  # a volume, against its part of the target
+            if last[0] == 0:
+                return []
+            reference = goal * child_last[0] / last[0]
+            share = (child[0] - reference) / abs(goal) * 100.0
+            reference *= indicator.scale
+        else:
+            if this[1] == 0:
+                return []
+            reference = target
+            points = indicator.scale * (child[0] - goal * child[1]) / this[1]
+            share = points if indicator.in_points else points / abs(target) * 100.0
+        found.append(Contribution(code, name, _value(indicator, child), reference, share))
+    return sorted(found, key=lambda c: (-abs(c.contribution), c.org_unit))
+
+
+Decomposed = tuple[tuple[Parts, Parts], list[tuple[str, str, tuple[Parts, Parts]]]]
+"""A parent's parts (this year, last year) and its children's or groups' (code, name,
+parts): what the contributions divide."""
+
+
 async def children_contributions(
     session: AsyncSession,
     indicator: Indicator,
@@ -145,9 +199,24 @@ async def children_contributions(
     tree_day: date | None = None,
 ) -> dict[tuple[str, date], list[Contribution]]:
     """For each (org unit, complete month), its children's contributions to the change of
-    ``indicator`` (of the month, or of its year to date) from last year, biggest first:
-    the children of the month (as it was), or of ``tree_day`` (constant scope). Two
-    statements whatever the number of org units: the children, and their sums."""
+    ``indicator`` (of the month, or of its year to date) from last year, biggest first
+    (:func:`children_parts`)."""
+    found = await children_parts(session, indicator, wanted, year_to_date, scope, tree_day)
+    return {key: contributions_of(indicator, *parts) for key, parts in found.items()}
+
+
+async def children_parts(
+    session: AsyncSession,
+    indicator: Indicator,
+    wanted: Collection[tuple[str, date]],
+    year_to_date: bool,
+    scope: Scope = Scope.AS_WAS,
+    tree_day: date | None = None,
+) -> dict[tuple[str, date], Decomposed]:
+    """For each (org unit, complete month), its parts and its children's, this year and
+    last (of the month, or of its year to date): the children of the month (as it was),
+    or of ``tree_day`` (constant scope). Two statements whatever the number of org units:
+    the children, and their sums."""
     if not wanted:
         return {}
     pairs = sorted(set(wanted))
@@ -168,17 +237,16 @@ async def children_contributions(
         code: Series(indicator, sums.get(code, {}), add_months(min(months), -12), last)
         for code in codes
     }
-    result = {}
-    for (parent, month), found in children.items():
-        result[(parent, month)] = contributions_of(
-            indicator,
+    return {
+        (parent, month): (
             series[parent].parts(month, year_to_date),
             [(code, name, series[code].parts(month, year_to_date)) for code, name in found],
         )
-    return result
+        for (parent, month), found in children.items()
+    }
 
 
-async def group_contributions(
+async def group_parts(
     session: AsyncSession,
     indicator: Indicator,
     org_unit: str,
@@ -186,11 +254,11 @@ async def group_contributions(
     months: tuple[date, date],
     scope: Scope = Scope.AS_WAS,
     tree_day: date | None = None,
-) -> list[Contribution]:
-    """Each group's contribution (by what the records of the units below ``org_unit``
-    carry, over ``months``, first and last) to the change of the org unit's figure from
-    the same months of last year, biggest first; a group's ``org_unit`` and ``name`` are
-    its value (``'05M09'``, ``'2'``). One statement, on the analytics' rows."""
+) -> Decomposed:
+    """The parts of the groups of what the records of the units below ``org_unit`` carry,
+    over ``months`` (first and last) and the same months of last year, and of their
+    total; a group's code and name are its value (``'05M09'``, ``'2'``). One statement,
+    on the analytics' rows."""
     query = AnalyticsQuery(
         org_unit=org_unit,
         indicators=[indicator],
@@ -208,6 +276,4 @@ async def group_contributions(
         parts = parts_of(indicator, row.this), parts_of(indicator, row.last)
         if any(parts[0]) or any(parts[1]):  # not the records of other kinds
             groups.append((str(row.keys[0]), str(row.keys[0]), parts))
-    return contributions_of(
-        indicator, (parts_of(indicator, total.this), parts_of(indicator, total.last)), groups
-    )
+    return (parts_of(indicator, total.this), parts_of(indicator, total.last)), groups

@@ -18,7 +18,7 @@ from activity_svc.catalogue import (
     VariationUnit,
 )
 from activity_svc.indicators.analytics import AnalyticsRow, Dimension
-from activity_svc.indicators.explain import By, Contribution
+from activity_svc.indicators.explain import Basis, By, Contribution
 from activity_svc.indicators.figures import Figures
 from activity_svc.indicators.values import Scope
 from activity_svc.models import FigureComment
@@ -346,7 +346,10 @@ class ContributionRead(BaseModel):
     key: str = Field(description="The child's code, or the group's value (`05M09`, `2`).")
     name: str | None = Field(description="The child's (or the unit's) name; null for a group.")
     value: float | None
-    reference: float | None = Field(description="Last year's figure.")
+    reference: float | None = Field(
+        description="Last year's figure; against a target, the child's part of a volume's"
+        " target or the parent's target of a ratio."
+    )
     contribution: float = Field(
         description="Its share of the variation, in the variation's unit: they add up to it."
     )
@@ -380,10 +383,11 @@ class Contributions(BaseModel):
     scope: Scope
     year_to_date: bool = Field(description="The year to date's change, or the month's.")
     value: float | None
-    reference: float | None = Field(description="Last year's figure.")
-    variation: float | None
+    reference: float | None = Field(description="Last year's figure, or the target.")
+    variation: float | None = Field(description="The change, or the gap to the target.")
     variation_unit: VariationUnit
     complete_up_to: CompleteUpTo
+    basis: Basis
     by: By
     contributions: list[ContributionRead]
     others: OtherContributions | None = Field(
