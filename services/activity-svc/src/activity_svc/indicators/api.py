@@ -29,14 +29,7 @@ from activity_svc.indicators.analytics import (
 )
 from activity_svc.indicators.coding import backlog_by_unit, uncoded_acts
 from activity_svc.indicators.comments import add_comment, comments_on, remove_comment
-from activity_svc.indicators.explain import (
-    Basis,
-    By,
-    children_parts,
-    contributions_of,
-    group_parts,
-    target_contributions_of,
-)
+from activity_svc.indicators.explain import Basis, By, explain
 from activity_svc.indicators.exports import (
     analytics_table,
     dashboard_table,
@@ -76,7 +69,7 @@ from activity_svc.indicators.schemas import (
     UncodedAct,
     UnitBacklog,
 )
-from activity_svc.indicators.values import Scope, compute_figures, constant_tree_day, variation_of
+from activity_svc.indicators.values import Scope, compute_figures, constant_tree_day
 from activity_svc.ingestion.fields import MAX_TEXT
 from activity_svc.lookups import indicator_of
 from activity_svc.models import FigureComment, OrgUnit, OrgUnitVersion
@@ -378,28 +371,8 @@ async def indicator_contributions(
         session, [indicator], [(unit.code, month)], {unit.code: unit.finess}, scope
     )
     tree_day = constant_tree_day(month) if scope is Scope.CONSTANT else None
-    if by is By.CHILDREN:
-        parent, parts = (
-            await children_parts(
-                session, indicator, [(unit.code, month)], year_to_date, scope, tree_day
-            )
-        )[(unit.code, month)]
-    else:
-        first = date(month.year, 1, 1) if year_to_date else month
-        parent, parts = await group_parts(
-            session, indicator, unit.code, by, (first, month), scope, tree_day
-        )
-    value = figures.year_to_date if year_to_date else figures.value
-    if basis is Basis.TARGET:
-        reference = figures.target_year_to_date if year_to_date else figures.target
-        variation = variation_of(indicator, value, reference)
-        found = target_contributions_of(indicator, reference, parent, parts)
-    else:
-        reference = (
-            figures.year_to_date_last_year if year_to_date else figures.same_period_last_year
-        )
-        variation = figures.year_to_date_variation if year_to_date else figures.variation
-        found = contributions_of(indicator, parent, parts)
+    explained = await explain(session, figures, year_to_date, by, basis, scope, tree_day)
+    found = explained.contributions
     names = await _names(session, {c.org_unit for c in found[:limit]}) if by is By.UNIT else {}
     listed = [
         ContributionRead.of(replace(c, name=names.get(c.org_unit, c.name)), named=by in _NAMED)
@@ -412,9 +385,9 @@ async def indicator_contributions(
         period=month.strftime("%Y-%m"),
         scope=scope,
         year_to_date=year_to_date,
-        value=value,
-        reference=reference,
-        variation=variation,
+        value=explained.value,
+        reference=explained.reference,
+        variation=explained.variation,
         variation_unit=figures.variation_unit,
         complete_up_to=complete,
         basis=basis,

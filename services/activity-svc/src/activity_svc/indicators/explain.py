@@ -38,9 +38,17 @@ from enum import StrEnum
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activity_svc.catalogue import Aggregation, Indicator
+from activity_svc.catalogue import INDICATORS_BY_CODE, Aggregation, Indicator
 from activity_svc.indicators.analytics import AnalyticsQuery, Dimension, summed_rows, total_of
-from activity_svc.indicators.values import Parts, Scope, Series, load_sums, parts_of
+from activity_svc.indicators.figures import Figures
+from activity_svc.indicators.values import (
+    Parts,
+    Scope,
+    Series,
+    load_sums,
+    parts_of,
+    variation_of,
+)
 from activity_svc.months import add_months
 
 MAX_CONTRIBUTIONS = 5
@@ -277,3 +285,55 @@ async def group_parts(
         if any(parts[0]) or any(parts[1]):  # not the records of other kinds
             groups.append((str(row.keys[0]), str(row.keys[0]), parts))
     return (parts_of(indicator, total.this), parts_of(indicator, total.last)), groups
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A figure (of the month or its year to date), what it is set against, the
+    variation, and its parts' contributions to it, biggest first."""
+
+    value: float | None
+    reference: float | None
+    variation: float | None
+    contributions: list[Contribution]
+
+
+async def explain(
+    session: AsyncSession,
+    figures: Figures,
+    year_to_date: bool,
+    by: By = By.CHILDREN,
+    basis: Basis = Basis.LAST_YEAR,
+    scope: Scope = Scope.AS_WAS,
+    tree_day: date | None = None,
+) -> Explanation:
+    """What explains ``figures`` (a complete month's, not a median's): its change from
+    last year or its gap to its target, broken into its children or into the groups of
+    what its records carry."""
+    indicator = INDICATORS_BY_CODE[figures.indicator]
+    month = figures.period
+    if by is By.CHILDREN:
+        found = await children_parts(
+            session, indicator, [(figures.org_unit, month)], year_to_date, scope, tree_day
+        )
+        parent, parts = found[(figures.org_unit, month)]
+    else:
+        first = date(month.year, 1, 1) if year_to_date else month
+        parent, parts = await group_parts(
+            session, indicator, figures.org_unit, by, (first, month), scope, tree_day
+        )
+    value = figures.year_to_date if year_to_date else figures.value
+    if basis is Basis.TARGET:
+        reference = figures.target_year_to_date if year_to_date else figures.target
+        return Explanation(
+            value,
+            reference,
+            variation_of(indicator, value, reference),
+            target_contributions_of(indicator, reference, parent, parts),
+        )
+    return Explanation(
+        value,
+        figures.year_to_date_last_year if year_to_date else figures.same_period_last_year,
+        figures.year_to_date_variation if year_to_date else figures.variation,
+        contributions_of(indicator, parent, parts),
+    )
