@@ -338,25 +338,34 @@ async def measure(args: argparse.Namespace, srv: Servers, root: Path) -> None:
                     f"the dashboard holds {year_answer.figures} figures, not {expected}"
                 )
             sequential = await series(client, service, year, args.requests, 1)
+            print(f"  12-month dashboard, sequential: {sequential.summary()}", flush=True)
             concurrent = await series(client, service, year, args.requests, args.clients)
+            print(f"  12-month dashboard, concurrent: {concurrent.summary()}", flush=True)
             single_month = await series(client, service, month, args.requests, 1)
+            print(f"  1-month dashboard: {single_month.summary()}", flush=True)
             print("measuring GET /analytics ...", flush=True)
             year_span = f"{add_months(last_month, -11):%Y-%m}..{period}"
             cube = analytics_params(year_span, "org_unit,month,severity")
             records = analytics_params(year_span, "org_unit,month,drg_root")
-            for params in (cube, records):
-                for _ in range(args.warmup):
-                    await get_dashboard(client, params, "/analytics")
+            for _ in range(args.warmup):
+                await get_dashboard(client, cube, "/analytics")
             cube_rows = len((await get_dashboard(client, cube, "/analytics"))[1].json()["rows"])
+            by_cube = await series(client, service, cube, args.requests, 1, "/analytics")
+            print(f"  analytics from the cube: {by_cube.summary()}", flush=True)
+            for _ in range(args.warmup):
+                await get_dashboard(client, records, "/analytics")
             record_rows = len(
                 (await get_dashboard(client, records, "/analytics"))[1].json()["rows"]
             )
-            by_cube = await series(client, service, cube, args.requests, 1, "/analytics")
             by_records = await series(
                 client, service, records, args.requests // 4 or 1, 1, "/analytics"
             )
+            print(f"  analytics by GHM root: {by_records.summary()}", flush=True)
             busy_after, total_after = machine_times()
             busy = (busy_after - busy_before) / max(1, total_after - total_before)
+    except StackError:
+        print(f"activity-svc's log, last lines:\n{service.log_tail()}", file=sys.stderr)
+        raise
     finally:
         service.stop()
 
