@@ -250,3 +250,39 @@ async def test_a_figure_holds_a_bounded_number_of_comments(
         "/indicators/imaging_exams/comments", json=_comment("2026-04"), headers=_cadre(auth)
     )
     assert other_month.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"org_unit": "X" * 101, "period": "2026-03", "text": "x"}, "org_unit"),
+        ({"org_unit": "CHU-IMG", "period": "2026-03-01", "text": "x"}, "period"),
+        ({"org_unit": "CHU-IMG", "period": "2026-03", "text": 42}, "text"),
+        ({"org_unit": "CHU-IMG", "period": "2026-03", "text": "a\x00b"}, "text"),
+        ({"org_unit": ["CHU-IMG"], "period": "2026-03", "text": "x"}, "org_unit"),
+    ],
+)
+async def test_a_fuzzed_comment_from_a_valid_token_is_a_422_naming_the_field(
+    activity: httpx.AsyncClient, auth: Headers, body: dict[str, Any], field: str
+) -> None:
+    response = await activity.post(
+        "/indicators/imaging_exams/comments", json=body, headers=_cadre(auth)
+    )
+
+    assert response.status_code == 422, response.text
+    assert field in {e["field"] for e in response.json()["errors"]}
+
+
+async def test_the_comment_list_refuses_an_unknown_parameter_and_a_bad_cursor(
+    activity: httpx.AsyncClient, auth: Headers
+) -> None:
+    for params, field in (
+        ({"org_unit": "CHU-IMG", "colour": "red"}, "colour"),
+        ({"org_unit": "CHU-IMG", "cursor": "not-a-cursor"}, "cursor"),
+        ({"org_unit": "CHU-IMG", "limit": "100000"}, "limit"),
+    ):
+        response = await activity.get(
+            "/indicators/imaging_exams/comments", params=params, headers=_cadre(auth)
+        )
+        assert response.status_code == 422, response.text
+        assert field in {e["field"] for e in response.json()["errors"]}
