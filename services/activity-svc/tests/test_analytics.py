@@ -12,7 +12,7 @@ import pytest
 from activity_testing import ALEMBIC_INI, CHU
 from sqlalchemy import select, text
 
-from activity_svc.models import ActivityCube
+from activity_svc.models import ActivityCube, UnitDay
 from ght_shared.db import Database
 from ght_shared.testing import Headers
 
@@ -121,9 +121,9 @@ async def test_stays_by_child_and_ghm_root_against_last_years_quarter(
         "2025-03",
         "last_year",
     )
-    assert body["labels"] == {"CHU-IMG": "Pôle imagerie", "CHU-MED": "Pôle médecine"}
+    # The acts of the scanner count in no stay indicator: no row of imaging.
+    assert body["labels"] == {"CHU-MED": "Pôle médecine"}
     assert _table(body, "stays_full") == {
-        ("CHU-IMG", ""): (0.0, 0.0, None),  # the acts of the scanner: no stay
         ("CHU-MED", "05C12"): (2.0, 4.0, -50.0),
         ("CHU-MED", "05M09"): (4.0, 2.0, 100.0),
     }
@@ -276,7 +276,6 @@ async def test_the_rows_come_in_pages_in_the_order_of_their_dimensions(
             break
         params["cursor"] = body["next_cursor"]
     assert seen == [
-        ("CHU-1101", ""),
         ("CHU-2101", "05C12"),
         ("CHU-2101", "05M09"),
         ("CHU-2102", "05C12"),
@@ -287,19 +286,7 @@ async def test_a_withdrawn_or_corrected_record_leaves_the_cube(
     activity: httpx.AsyncClient, auth: Headers
 ) -> None:
     await _load(activity, auth)
-    withdrawn = await activity.delete(
-        "/records",
-        params={"finess": CHU, "source": "pmsi", "source_id": "A1"},
-        headers=auth("it_system", CHU),
-    )
-    assert withdrawn.status_code == 200, withdrawn.text
-    # A2 was a surgical stay after all.
-    corrected = await activity.post(
-        "/records",
-        json={"records": [{**THIS_YEAR[1], "drg": "05C122"}]},
-        headers=auth("it_system", CHU),
-    )
-    assert corrected.status_code == 201, corrected.text
+    await _withdraw_and_correct(activity, auth)
 
     response = await _analytics(
         activity,
@@ -363,29 +350,57 @@ async def test_another_establishments_org_unit_is_refused(
     assert response.status_code in (403, 404), response.text
 
 
-async def test_the_migration_fills_the_cube_as_the_merges_keep_it(
-    activity: httpx.AsyncClient, auth: Headers, database: Database
+async def _withdraw_and_correct(activity: httpx.AsyncClient, auth: Headers) -> None:
+    """A1 withdrawn, A2 corrected: a surgical stay after all."""
+    withdrawn = await activity.delete(
+        "/records",
+        params={"finess": CHU, "source": "pmsi", "source_id": "A1"},
+        headers=auth("it_system", CHU),
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    corrected = await activity.post(
+        "/records",
+        json={"records": [{**THIS_YEAR[1], "drg": "05C122"}]},
+        headers=auth("it_system", CHU),
+    )
+    assert corrected.status_code == 201, corrected.text
+
+
+@pytest.mark.parametrize(
+    ("migration_file", "model", "rows"),
+    [("0008_activity_cube.py", ActivityCube, 11), ("0011_unit_day.py", UnitDay, 17)],
+)
+async def test_the_migration_fills_the_table_as_the_merges_keep_it(
+    activity: httpx.AsyncClient,
+    auth: Headers,
+    database: Database,
+    migration_file: str,
+    model: type[ActivityCube | UnitDay],
+    rows: int,
 ) -> None:
     await _load(activity, auth)
-    path = ALEMBIC_INI.parent / "alembic" / "versions" / "0008_activity_cube.py"
-    spec = importlib.util.spec_from_file_location("migration_0008", path)
+    await _withdraw_and_correct(activity, auth)
+    path = ALEMBIC_INI.parent / "alembic" / "versions" / migration_file
+    spec = importlib.util.spec_from_file_location(migration_file.removesuffix(".py"), path)
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
+    measures = [m if isinstance(m, str) else m[0] for m in migration.MEASURES]
 
-    async def cube() -> set[tuple[Any, ...]]:
+    async def table() -> set[tuple[Any, ...]]:
         async with database.transaction() as session:
-            rows = (await session.scalars(select(ActivityCube))).all()
+            stored = (await session.scalars(select(model))).all()
         return {
-            tuple(getattr(row, column) for column in (*migration.KEYS, *migration.MEASURES))
-            for row in rows
+            tuple(getattr(row, column) for column in (*migration.KEYS, *measures))
+            for row in stored
+            if any(getattr(row, m) for m in measures)  # a withdrawal leaves zeros
         }
 
-    merged = await cube()
+    merged = await table()
     async with database.transaction() as session:
-        await session.execute(text("DELETE FROM activity_cube"))
+        await session.execute(text(f"DELETE FROM {model.__tablename__}"))
         await session.execute(text(migration.BACKFILL))
 
-    assert await cube() == merged
-    assert len(merged) == 11
-    assert date(2025, 3, 1) in {row[1] for row in merged}
+    assert await table() == merged
+    assert len(merged) == rows
+    assert date(2025, 3, 1) in {row[1].replace(day=1) for row in merged}

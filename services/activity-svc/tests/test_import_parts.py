@@ -74,6 +74,10 @@ async def _state(database: Database) -> dict[str, Any]:
         months = (
             await session.execute(text("SELECT * FROM unit_month ORDER BY unit, month"))
         ).mappings()
+        cube = await session.execute(
+            text("SELECT * FROM activity_cube ORDER BY unit, month, kind, mode, severity")
+        )
+        days = await session.execute(text("SELECT * FROM unit_day ORDER BY unit, day"))
         records = await session.execute(
             text("SELECT source_id, amount, unit, month FROM activity_record ORDER BY source_id")
         )
@@ -82,6 +86,8 @@ async def _state(database: Database) -> dict[str, Any]:
         )
         return {
             "unit_month": [{k: v for k, v in row.items() if k != "updated_at"} for row in months],
+            "activity_cube": [tuple(row) for row in cube],
+            "unit_day": [tuple(row) for row in days],
             "records": [tuple(row) for row in records],
             "rejections": [tuple(row) for row in rejections],
         }
@@ -89,7 +95,12 @@ async def _state(database: Database) -> dict[str, Any]:
 
 async def _wipe(database: Database) -> None:
     async with database.transaction() as session:
-        await session.execute(text("TRUNCATE activity_record, unit_month, record_import CASCADE"))
+        await session.execute(
+            text(
+                "TRUNCATE activity_record, unit_month, activity_cube, unit_day, record_import"
+                " CASCADE"
+            )
+        )
 
 
 async def _leftovers(database: Database) -> tuple[int, int]:
@@ -138,6 +149,7 @@ async def test_a_file_merged_in_parts_gives_the_figures_of_a_merge_on_one_connec
     assert [r["rejected"] for r in parted] == [2, 0]
     assert parted[1]["unchanged"] == 17  # 10 acts, 7 stays already in unit 2101
     assert in_parts == in_one
+    assert in_parts["unit_day"] and in_parts["activity_cube"]
     amounts = {r[0]: float(r[1]) for r in in_parts["records"]}
     assert amounts["A7"] == 31.5 and amounts["A15"] == 25.0 and "N3" in amounts
     assert await _leftovers(database) == (0, 0)
@@ -151,7 +163,8 @@ async def test_a_rejected_row_in_one_part_rejects_the_whole_file(
     assert response.status_code == 422, response.text
     assert await record_count(database) == 0
     async with database.transaction() as session:
-        assert await session.scalar(text("SELECT count(*) FROM unit_month")) == 0
+        for table in ("unit_month", "activity_cube", "unit_day"):
+            assert await session.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
         assert await session.scalar(text("SELECT count(*) FROM import_rejection")) == 2
     assert await _leftovers(database) == (0, 0)
 

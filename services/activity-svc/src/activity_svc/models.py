@@ -9,6 +9,8 @@ Three groups:
   org units it rolls up to over which dates;
 - activity: ``activity_record`` (one row per record, keyed by ``(source, source_id)``),
   ``unit_month`` (the measures of one unit in one month, maintained incrementally),
+  ``unit_day`` (the same by day, for the partial months), ``activity_cube`` (by record
+  attributes, for the analytics),
   ``record_import``, ``import_rejection`` and ``data_completeness`` (how far each
   establishment's data is complete);
 - steering: ``target``, ``alert_rule``, ``alert`` and ``alert_change`` (its history),
@@ -300,6 +302,23 @@ class ActivityCube(Base):
     kind: Mapped[str] = mapped_column(Text, primary_key=True)
     mode: Mapped[str] = mapped_column(Text, primary_key=True)
     severity: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+
+    locals().update(_measure_columns(spread=False))
+
+
+class UnitDay(Base):
+    """The measures of one unit on one day (the day its records occurred on: a stay's
+    discharge day), for the partial months: a month's figures up to the day its data is
+    complete up to are summed from here, not from the records.
+
+    Maintained with ``unit_month`` by each merge and withdrawal; the spread measure (days
+    present) is not kept, as in ``activity_cube``.
+    """
+
+    __tablename__ = "unit_day"
+
+    unit: Mapped[str] = mapped_column(Text, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
 
     locals().update(_measure_columns(spread=False))
 

@@ -171,6 +171,11 @@ def _statement(query: AnalyticsQuery, measures: Sequence[str]) -> str:
     filters = "".join(
         f" AND {sql_of[d]} = ANY(:f_{d.value})" for d in query.filters if query.filters[d]
     )
+    # The kinds the measures count only (from the catalogue): a range of the records' index
+    # (unit, month, kind, ...), not every record of the months; no row counts nothing.
+    if measures:
+        kinds = ", ".join(sorted({f"'{MEASURES_BY_NAME[m].kind.value}'" for m in measures}))
+        filters += f" AND c.kind IN ({kinds})"
     page = ""
     if query.after is not None:
         key = ", ".join(f"g.d{i}" for i in range(len(dims)))

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
 from operator import add
 
@@ -470,28 +470,22 @@ async def load_sums(
 
 def _pieces_sql(measures: Sequence[str], scope: Scope) -> str:
     # Measures from the catalogue, never from the request.
-    sums = ", ".join(f'{MEASURES_BY_NAME[m].sum_sql("r")} AS "{m}"' for m in measures)
-    kinds = ", ".join(sorted({f"'{MEASURES_BY_NAME[m].kind}'" for m in measures}))
+    sums = ", ".join(f'sum(d."{m}") AS "{m}"' for m in measures)
     membership = (
         "AND memb.valid_from <= CAST(:at AS date)"
         " AND (memb.valid_to IS NULL OR memb.valid_to > CAST(:at AS date))"
         if scope is Scope.CONSTANT
         else (
-            "AND r.month >= memb.valid_from AND (memb.valid_to IS NULL OR r.month < memb.valid_to)"
+            "AND w.month >= memb.valid_from AND (memb.valid_to IS NULL OR w.month < memb.valid_to)"
         )
     )
-    # The days read are a range of the index (unit, month, kind, day): up to the cut (the
-    # head of the month) or after it, of the kinds the measures count.
     return f"""
-    SELECT w.ancestor, w.month, w.days, {sums}
-    FROM unnest(CAST(:ancestors AS text[]), CAST(:months AS date[]), CAST(:days AS int[]),
-                CAST(:froms AS date[]), CAST(:tos AS date[]))
-         AS w(ancestor, month, days, from_day, to_day)
-    JOIN org_unit_membership memb ON memb.ancestor = w.ancestor
-    JOIN activity_record r ON r.unit = memb.unit AND r.month = w.month
-        AND r.kind IN ({kinds})
-        AND r.occurred_on >= w.from_day AND r.occurred_on < w.to_day {membership}
-    GROUP BY w.ancestor, w.month, w.days
+    SELECT w.ancestor, w.month, w.cut, {sums}
+    FROM unnest(CAST(:ancestors AS text[]), CAST(:months AS date[]), CAST(:cuts AS date[]))
+         AS w(ancestor, month, cut)
+    JOIN org_unit_membership memb ON memb.ancestor = w.ancestor {membership}
+    JOIN unit_day d ON d.unit = memb.unit AND d.day >= w.month AND d.day <= w.cut
+    GROUP BY w.ancestor, w.month, w.cut
     """
 
 
@@ -504,14 +498,11 @@ async def load_partial_sums(
 ) -> dict[tuple[str, date], PartialSums]:
     """Each (org unit, cut) with the measures wanted there: those measures over the cut's
     month up to the cut, and over the same days a year before (``bed_days`` in
-    proportion of the days).
+    proportion of the days, from ``sums`` as :func:`load_sums` returns them).
 
-    Read from the records of the smaller side of the month: the days up to the cut, or
-    the month's sums (``sums``, as :func:`load_sums` returns them) less the days after
-    it. The month of a day cut close to its end (data complete up to yesterday) reads
-    the few records after the cut, not the whole month; a cut of a few indicators (the
-    coding at J+n) reads the kinds of their records only. One statement per set of
-    measures. ``tree_day``: the day of the tree in constant scope (that of the sums).
+    Read from ``unit_day``, a few rows per unit and day whatever the number of records:
+    one statement per set of measures. ``tree_day``: the day of the tree in constant
+    scope (that of the sums).
     """
     by_measures: dict[tuple[str, ...], list[tuple[str, date]]] = defaultdict(list)
     for (code, cut), measures in sorted(cuts.items()):
@@ -520,54 +511,48 @@ async def load_partial_sums(
             sorted(m for m in measures if m != BED_DAYS and not MEASURES_BY_NAME[m].spread)
         )
         by_measures[columns].append((code, cut))
-    read: dict[tuple[str, date, int], dict[str, float]] = defaultdict(dict)
+    read: dict[tuple[str, date, date], dict[str, float]] = defaultdict(dict)
     for columns, found in by_measures.items():
-        wanted = _pieces_wanted(found)
         if not columns:
             continue
+        wanted = list(dict.fromkeys(piece for code, cut in found for piece in _pieces(code, cut)))
         rows = await session.execute(
             text(_pieces_sql(columns, scope)),
             {
-                "ancestors": [w[0] for w in wanted],
-                "months": [w[1] for w in wanted],
-                "days": [w[2] for w in wanted],
-                "froms": [w[1] if w[3] else w[1] + timedelta(days=w[2]) for w in wanted],
-                "tos": [
-                    w[1] + timedelta(days=w[2]) if w[3] else add_months(w[1], 1) for w in wanted
-                ],
+                "ancestors": [code for code, _, _ in wanted],
+                "months": [month for _, month, _ in wanted],
+                "cuts": [cut for _, _, cut in wanted],
                 "at": tree_day or today(),
             },
         )
-        for ancestor, month, days, *values in rows:
-            read[(ancestor, month, days)] |= dict(zip(columns, map(float, values), strict=True))
+        for ancestor, month, last, *values in rows:
+            read[(ancestor, month, last)] |= dict(zip(columns, map(float, values), strict=True))
     result: dict[tuple[str, date], PartialSums] = {}
     for (code, cut), measures in cuts.items():
         pieces: list[dict[str, float]] = []
-        for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
-            whole = sums.get(code, {}).get(month, {})
-            counted = read.get((code, month, cut.day), {})
-            head = 2 * cut.day <= last_day_of(month).day
+        for piece_of in _pieces(code, cut):
+            _, month, _ = piece_of
+            counted = read.get(piece_of, {})
             piece = {
-                m: counted.get(m, 0.0) if head else whole.get(m, 0.0) - counted.get(m, 0.0)
+                m: counted.get(m, 0.0)
                 for m in measures
                 if m != BED_DAYS and not MEASURES_BY_NAME[m].spread
             }
             if BED_DAYS in measures:
                 days = last_day_of(month).day
+                whole = sums.get(code, {}).get(month, {})
                 piece[BED_DAYS] = whole.get(BED_DAYS, 0.0) * min(cut.day, days) / days
             pieces.append(piece)
         result[(code, cut)] = (pieces[0], pieces[1])
     return result
 
 
-def _pieces_wanted(cuts: Sequence[tuple[str, date]]) -> list[tuple[str, date, int, bool]]:
-    """The (org unit, month, day, head) each cut reads: its month and last year's, up to
-    the cut when that is the smaller side (``head``), after it else."""
-    wanted: list[tuple[str, date, int, bool]] = []
-    for code, cut in cuts:
-        for month in (first_of_month(cut), date(cut.year - 1, cut.month, 1)):
-            wanted.append((code, month, cut.day, 2 * cut.day <= last_day_of(month).day))
-    return list(dict.fromkeys(wanted))  # a cut's last year may be another cut's month
+def _pieces(code: str, cut: date) -> tuple[tuple[str, date, date], tuple[str, date, date]]:
+    """The (org unit, month, last day) a cut sums: its month up to it, and the same days a
+    year before (to the month's end when the cut is a day it lacks: 29 February)."""
+    before = date(cut.year - 1, cut.month, 1)
+    same_day = before.replace(day=min(cut.day, last_day_of(before).day))
+    return (code, first_of_month(cut), cut), (code, before, same_day)
 
 
 async def load_targets(

@@ -293,6 +293,7 @@ async def _merge(
             [o.deltas for o in outcomes],
             now,
             [o.cube for o in outcomes],
+            [o.days for o in outcomes],
             timeout=timeout,
         )
     return MergeOutcome.of(outcomes, applied)

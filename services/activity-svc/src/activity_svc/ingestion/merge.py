@@ -11,11 +11,11 @@ split into parts by ``source_id``. For the whole table or each part,
 3. upserts the valid rows into ``activity_record`` by ``(source_id, finess, source)`` (the
    last occurrence in the file wins), skipping those identical to what is stored, and
    gets back each replaced row's previous values (PostgreSQL 18 ``RETURNING old``);
-4. returns its contribution to ``unit_month``: the new contributions minus the replaced
-   ones, per unit and month.
+4. returns its contribution to ``unit_month``, ``activity_cube`` and ``unit_day``: the new
+   contributions minus the replaced ones, per unit and month (and attributes, or day).
 
 :data:`REJECTIONS_STATEMENT` stores the parts' rejections and :func:`apply_statement` adds
-their contributions to ``unit_month``, once for the import, so the monthly measures stay
+their contributions to those tables, once for the import, so the monthly measures stay
 exact without any rebuild; it reports which unit-months and measures changed.
 
 With ``reject_file`` a part merges nothing when any of its rows is rejected (an
@@ -461,7 +461,8 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         SELECT {old_rows} FROM merged m WHERE m.o_unit IS NOT NULL
     ),
     cells AS ({contribution_sql("deltas", "d.sign")}),
-    cube AS ({cube_contribution_sql("deltas", "d.sign")}),
+    cube AS ({CUBE.contribution_sql("deltas", "d.sign")}),
+    days AS ({UNIT_DAY.contribution_sql("deltas", "d.sign")}),
     per_establishment AS (
         -- last_day: the last day its records cover that had ended when they came (the
         -- import's local date, TimeZone being the establishments').
@@ -491,6 +492,7 @@ def part_statement(source: str, *, reject_file: bool) -> str:
         (SELECT coalesce(json_agg(f), '[]')::text FROM first_errors f) AS rejections,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cube c) AS cube,
+        (SELECT coalesce(json_agg(c), '[]')::text FROM days c) AS days,
         (SELECT coalesce(json_agg(json_build_object(
             'finess', finess, 'accepted', accepted, 'rejected', rejected,
             'last_day', last_day)), '[]')::text
@@ -540,22 +542,59 @@ would leave it nearly as many rows as records: the analytics read those from the
 records)."""
 
 
-def cube_contribution_sql(rows: str, weight: str) -> str:
-    """SQL of the contribution to ``activity_cube`` of the records ``rows`` (aliased ``d``,
-    each counted ``weight`` times): per unit, month and :data:`CUBE_DIMENSIONS`, each of
-    :data:`CUBE_MEASURES`."""
-    keys = ", ".join(f"{value} AS {name}" for name, _, value in CUBE_DIMENSIONS)
-    sums = ", ".join(f"{m.sum_sql('d', weight)} AS {m.name}" for m in CUBE_MEASURES)
-    groups = ", ".join(str(i) for i in range(1, len(CUBE_DIMENSIONS) + 3))
-    return f"""
-        SELECT d.unit, d.month, {keys}, {sums} FROM {rows} d GROUP BY {groups}"""
+@dataclass(frozen=True)
+class KeyedSums:
+    """A table keeping :data:`CUBE_MEASURES` summed by ``keys`` ((name, type, value of a
+    record ``d``)), added to by each merge and withdrawal as ``unit_month`` is."""
+
+    table: str
+    keys: tuple[tuple[str, str, str], ...]
+
+    def contribution_sql(self, rows: str, weight: str) -> str:
+        """SQL of the contribution of the records ``rows`` (aliased ``d``, each counted
+        ``weight`` times): per key, each measure."""
+        keys = ", ".join(f"{value} AS {name}" for name, _, value in self.keys)
+        sums = ", ".join(f"{m.sum_sql('d', weight)} AS {m.name}" for m in CUBE_MEASURES)
+        groups = ", ".join(str(i) for i in range(1, len(self.keys) + 1))
+        return f"""
+        SELECT {keys}, {sums} FROM {rows} d GROUP BY {groups}"""
+
+    def upsert_sql(self, parameter: str) -> str:
+        """SQL adding the contributions in ``parameter`` (text[] of JSON arrays of them,
+        as :meth:`contribution_sql` rows) to the table."""
+        keys = ", ".join(name for name, _, _ in self.keys)
+        record = ", ".join(
+            (
+                *(f"{name} {kind}" for name, kind, _ in self.keys),
+                *(f"{m.name} numeric" for m in CUBE_MEASURES),
+            )
+        )
+        columns = ", ".join(m.name for m in CUBE_MEASURES)
+        sums = ", ".join(f"sum(d.{m.name}) AS {m.name}" for m in CUBE_MEASURES)
+        adds = ", ".join(f"{m.name} = c.{m.name} + EXCLUDED.{m.name}" for m in CUBE_MEASURES)
+        return f"""
+        INSERT INTO {self.table} AS c ({keys}, {columns})
+        SELECT {", ".join(f"d.{name}" for name, _, _ in self.keys)}, {sums}
+        FROM unnest(CAST({parameter} AS text[])) AS p(rows),
+            json_to_recordset(p.rows::json) AS d({record})
+        GROUP BY {keys}
+        ORDER BY {keys}
+        ON CONFLICT ({keys}) DO UPDATE SET {adds}"""
+
+
+CUBE = KeyedSums(
+    "activity_cube", (("unit", "text", "d.unit"), ("month", "date", "d.month"), *CUBE_DIMENSIONS)
+)
+"""The analytics' measures by record attributes (ADR 0021)."""
+UNIT_DAY = KeyedSums("unit_day", (("unit", "text", "d.unit"), ("day", "date", "d.occurred_on")))
+"""The measures by unit and day: a partial month's figures (ADR 0024)."""
 
 
 def apply_statement() -> str:
-    """The statement adding the parts' contributions to ``unit_month`` and ``activity_cube``
-    (parameters: ``$1`` their ``deltas`` as text[], ``$2`` the import's time, ``$3`` their
-    ``cube`` as text[]); returns each unit-month it touched with the measures whose value
-    changed, as JSON text."""
+    """The statement adding the parts' contributions to ``unit_month``, ``activity_cube``
+    and ``unit_day`` (parameters: ``$1`` their ``deltas`` as text[], ``$2`` the import's
+    time, ``$3`` their ``cube``, ``$4`` their ``days``, as text[]); returns each
+    unit-month it touched with the measures whose value changed, as JSON text."""
     measure_columns = ", ".join(m.name for m in MEASURES)
     record = ", ".join(("unit text", "month date", *(f"{m.name} numeric" for m in MEASURES)))
     sums = ", ".join(f"sum(d.{m.name}) AS {m.name}" for m in MEASURES)
@@ -564,18 +603,6 @@ def apply_statement() -> str:
         f"CASE WHEN new.{m.name} IS DISTINCT FROM coalesce(old.{m.name}, 0) THEN '{m.name}' END"
         for m in MEASURES
     )
-    cube_keys = ", ".join(("unit", "month", *(name for name, _, _ in CUBE_DIMENSIONS)))
-    cube_record = ", ".join(
-        (
-            "unit text",
-            "month date",
-            *(f"{name} {kind}" for name, kind, _ in CUBE_DIMENSIONS),
-            *(f"{m.name} numeric" for m in CUBE_MEASURES),
-        )
-    )
-    cube_columns = ", ".join(m.name for m in CUBE_MEASURES)
-    cube_sums = ", ".join(f"sum(d.{m.name}) AS {m.name}" for m in CUBE_MEASURES)
-    cube_adds = ", ".join(f"{m.name} = c.{m.name} + EXCLUDED.{m.name}" for m in CUBE_MEASURES)
     return f"""
     WITH deltas AS (
         SELECT d.unit, d.month, {sums}
@@ -583,16 +610,9 @@ def apply_statement() -> str:
             json_to_recordset(p.deltas::json) AS d({record})
         GROUP BY d.unit, d.month
     ),
-    cube AS (
-        -- Run whether read or not (a data-modifying WITH always is).
-        INSERT INTO activity_cube AS c ({cube_keys}, {cube_columns})
-        SELECT {", ".join(f"d.{k}" for k in cube_keys.split(", "))}, {cube_sums}
-        FROM unnest(CAST($3 AS text[])) AS p(cube),
-            json_to_recordset(p.cube::json) AS d({cube_record})
-        GROUP BY {cube_keys}
-        ORDER BY {cube_keys}
-        ON CONFLICT ({cube_keys}) DO UPDATE SET {cube_adds}
-    ),
+    -- Run whether read or not (a data-modifying WITH always is).
+    cube AS ({CUBE.upsert_sql("$3")}),
+    days AS ({UNIT_DAY.upsert_sql("$4")}),
     cells AS (
         INSERT INTO unit_month AS u (unit, month, updated_at, {measure_columns})
         SELECT d.unit, d.month, $2, {measure_columns} FROM deltas d
@@ -607,8 +627,8 @@ def apply_statement() -> str:
 def withdrawal_statement() -> str:
     """The statement deleting the records named by ``$1`` (FINESS), ``$2`` (source) and
     ``$3`` (source_id), arrays of one length; returns how many were there, their
-    contribution to ``unit_month`` to take away (as :func:`apply_statement` adds it), and
-    their sources."""
+    contributions to ``unit_month``, ``activity_cube`` and ``unit_day`` to take away (as
+    :func:`apply_statement` adds them), and their sources."""
     return f"""
     WITH named AS (
         SELECT DISTINCT k.finess, k.source, k.source_id
@@ -621,10 +641,12 @@ def withdrawal_statement() -> str:
         RETURNING r.*
     ),
     cells AS ({contribution_sql("gone", "-1")}),
-    cube AS ({cube_contribution_sql("gone", "-1")})
+    cube AS ({CUBE.contribution_sql("gone", "-1")}),
+    days AS ({UNIT_DAY.contribution_sql("gone", "-1")})
     SELECT (SELECT count(*) FROM gone) AS withdrawn,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cells c) AS deltas,
         (SELECT coalesce(json_agg(c), '[]')::text FROM cube c) AS cube,
+        (SELECT coalesce(json_agg(c), '[]')::text FROM days c) AS days,
         (SELECT coalesce(array_agg(DISTINCT g.source), '{{}}') FROM gone g) AS sources
     """
 
@@ -655,6 +677,8 @@ class PartOutcome:
     """Its contribution to ``unit_month`` (unit, month and each measure), as JSON text."""
     cube: str
     """Its contribution to ``activity_cube``, as JSON text."""
+    days: str
+    """Its contribution to ``unit_day``, as JSON text."""
     establishments: dict[str, tuple[int, int]]
     last_days: dict[str, date]
     """Per establishment, the last day its records cover that had ended when they came."""
@@ -671,6 +695,7 @@ class PartOutcome:
             rejections=row["rejections"],
             deltas=row["deltas"],
             cube=row["cube"],
+            days=row["days"],
             establishments={
                 e["finess"]: (int(e["accepted"]), int(e["rejected"])) for e in establishments
             },

@@ -82,7 +82,7 @@ async def withdraw_records(
         applied = None
         if row["withdrawn"]:
             applied = await connection.fetchval(
-                APPLY_STATEMENT, [row["deltas"]], now, [row["cube"]]
+                APPLY_STATEMENT, [row["deltas"]], now, [row["cube"]], [row["days"]]
             )
         cells = MergeOutcome.of([], applied).cells
         measures: set[str] = set().union(*cells.values()) if cells else set()
